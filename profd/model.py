@@ -1,0 +1,427 @@
+"""profd's data model: the plain values that pass between pipeline stages.
+
+Every arrow in DESIGN.md's data flow carries one of these. They are dataclasses
+that round-trip through JSON (``to_dict`` / ``from_dict``) so that they can cross
+the child-process boundary, be stored in SQLite and be printed with ``--json``.
+
+``collectors`` and ``advisors`` may import this module (and ``profd.metrics``);
+they never import the daemon.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+from dataclasses import dataclass, field
+from typing import Any, Optional, TypeVar, get_args, get_origin, get_type_hints
+
+T = TypeVar("T")
+
+
+def to_jsonable(value: Any) -> Any:
+    """Turn a dataclass (nested lists/dicts/enums too) into JSON-compatible data."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, float) and value != value:  # NaN is not JSON
+        return None
+    return value
+
+
+def _build(tp: Any, data: Any) -> Any:
+    if data is None:
+        return None
+    origin = get_origin(tp)
+    if origin is None and dataclasses.is_dataclass(tp):
+        return from_dict(tp, data)
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return tp(data)
+    if origin in (list, tuple):
+        (inner, *_) = get_args(tp) or (Any,)
+        return [_build(inner, v) for v in data]
+    if origin is dict:
+        _, inner = get_args(tp) or (Any, Any)
+        return {k: _build(inner, v) for k, v in data.items()}
+    args = [a for a in get_args(tp) if a is not type(None)]
+    if args and origin is not None:  # Optional[X] / X | None
+        return _build(args[0], data)
+    return data
+
+
+def from_dict(cls: type[T], data: dict[str, Any]) -> T:
+    """Rebuild a dataclass from ``to_jsonable`` output; unknown keys are ignored."""
+    hints = get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.name in data:
+            kwargs[f.name] = _build(hints[f.name], data[f.name])
+    return cls(**kwargs)
+
+
+class JsonMixin:
+    """``to_dict`` / ``to_json`` / ``from_dict`` for the dataclasses below."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_jsonable(self)
+
+    def to_json(self, **kw: Any) -> str:
+        return json.dumps(self.to_dict(), **kw)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):  # type: ignore[no-untyped-def]
+        return from_dict(cls, data)
+
+
+# --------------------------------------------------------------------------- device
+
+
+@dataclass
+class DeviceInfo(JsonMixin):
+    """The device a measurement ran on, as the child process saw it."""
+
+    name: str  # "NVIDIA H200", "cpu (Triton interpreter)"
+    backend: str  # "cuda", "hip" or "cpu"
+    index: int = 0
+    compute_capability: str = ""  # "9.0" or gfx target "gfx942"
+    sm_count: int = 0
+    total_memory_bytes: int = 0
+    l2_bytes: int = 0
+    driver: str = ""
+    torch_version: str = ""
+    triton_version: str = ""
+
+
+@dataclass
+class DeviceState(JsonMixin):
+    """NVML snapshot around a measurement: is the device throttled or shared?"""
+
+    sm_clock_mhz: Optional[float] = None
+    mem_clock_mhz: Optional[float] = None
+    max_sm_clock_mhz: Optional[float] = None
+    temperature_c: Optional[float] = None
+    power_w: Optional[float] = None
+    throttle_reasons: list[str] = field(default_factory=list)
+    other_processes: list[dict[str, Any]] = field(default_factory=list)
+    memory_used_bytes: Optional[int] = None
+    warnings: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- verification
+
+
+class Status(str, enum.Enum):
+    """What happened to one run of a target. Everything but CORRECT fails."""
+
+    CORRECT = "correct"
+    WRONG = "wrong"  # finite output outside tolerance
+    NONFINITE = "nonfinite"  # NaN/Inf where the reference is finite
+    UNWRITTEN = "unwritten"  # poisoned output elements were never written
+    MUTATED_INPUT = "mutated_input"
+    SHAPE_MISMATCH = "shape_mismatch"
+    LOAD_ERROR = "load_error"  # syntax/import error, missing entry points
+    KERNEL_ERROR = "kernel_error"  # exception raised by kernel(...)
+    REFERENCE_ERROR = "reference_error"
+    ILLEGAL_ACCESS = "illegal_access"
+    OUT_OF_MEMORY = "out_of_memory"
+    TIMEOUT = "timeout"
+    CRASH = "crash"  # child died without reporting (signal, abort)
+    INTERNAL = "internal"  # profd's own fault
+
+
+@dataclass
+class OutputCheck(JsonMixin):
+    """Comparison of one output tensor of one trial against the reference."""
+
+    trial: int
+    output: int
+    shape: list[int]
+    dtype: str
+    max_abs_err: float
+    max_rel_err: float  # max |out-ref| / (|ref| + atol)
+    norm_rel_err: float  # ||out-ref|| / ||ref||
+    rtol: float
+    atol: float
+    passed: bool
+    reason: str = ""
+    mismatched: int = 0  # elements outside tolerance
+    nonfinite: int = 0
+
+
+@dataclass
+class Verdict(JsonMixin):
+    """Is the kernel correct? The first failure decides the status and message."""
+
+    status: Status
+    message: str = ""
+    line: Optional[int] = None  # line in the user's file, where known
+    trials: int = 0
+    shapes: list[dict[str, Any]] = field(default_factory=list)
+    checks: list[OutputCheck] = field(default_factory=list)
+    traceback: str = ""
+
+    @property
+    def correct(self) -> bool:
+        return self.status == Status.CORRECT
+
+
+# --------------------------------------------------------------------------- timing
+
+
+@dataclass
+class Timing(JsonMixin):
+    """How long one call of ``kernel(*inputs)`` takes."""
+
+    median_ms: float
+    min_ms: float
+    max_ms: float
+    p25_ms: float
+    p75_ms: float
+    stdev_ms: float
+    runs: int
+    method: str  # "cuda-events+device-sync", "wall-clock (interpreter)"
+    representative: bool  # False on CPU/interpreter: do not compare with GPU numbers
+    l2_flushed: bool = False
+    shape: dict[str, Any] = field(default_factory=dict)
+    flops: Optional[float] = None
+    bytes_moved: Optional[float] = None
+    tflops: Optional[float] = None
+    gbps: Optional[float] = None
+    note: str = ""
+
+    @property
+    def spread_pct(self) -> float:
+        """Inter-quartile range relative to the median: the noise a win must beat."""
+        return 100.0 * (self.p75_ms - self.p25_ms) / self.median_ms if self.median_ms else 0.0
+
+
+@dataclass
+class Measurement(JsonMixin):
+    """One run of the harness on one target: verdict, timing, device, errors."""
+
+    target: str
+    content_hash: str
+    verdict: Verdict
+    device: Optional[DeviceInfo] = None
+    timing: Optional[Timing] = None
+    device_state_before: Optional[DeviceState] = None
+    device_state_after: Optional[DeviceState] = None
+    started_at: float = 0.0
+    wall_s: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+    stderr_tail: str = ""
+
+    @property
+    def correct(self) -> bool:
+        return self.verdict.correct
+
+
+# --------------------------------------------------------------------------- counters
+
+
+@dataclass
+class RuleMessage(JsonMixin):
+    """A profiler's own guided-analysis message (ncu rules), kept as evidence."""
+
+    kernel: str
+    launch: int
+    rule: str
+    section: str
+    type: str  # "OPT", "WRN", "INF"
+    message: str
+    estimated_speedup_pct: Optional[float] = None
+    speedup_type: str = ""
+
+
+@dataclass
+class CounterTable:
+    """Normalized counters: one row per kernel launch.
+
+    ``frame`` is a pandas DataFrame whose index is the launch number and whose
+    columns are ``kernel`` (str) plus canonical metric names from
+    ``profd.metrics`` (floats, base units). ``raw`` keeps the vendor's own
+    metric names and values per launch so that nothing the profiler said is lost.
+    """
+
+    source: str  # "ncu", "rocprof-v1", "rocprofv2", "rocprofv3", "rocprof-compute"
+    frame: Any  # pandas.DataFrame
+    device_name: str = ""
+    rules: list[RuleMessage] = field(default_factory=list)
+    raw: Any = None  # pandas.DataFrame of vendor metrics, or None
+    artifact: str = ""  # path of the raw report file kept on disk
+    warnings: list[str] = field(default_factory=list)
+    device_attrs: dict[str, Any] = field(default_factory=dict)
+
+    def kernels(self) -> list[str]:
+        return list(dict.fromkeys(self.frame["kernel"])) if len(self.frame) else []
+
+    def value(self, metric: str, launch: int = 0) -> Optional[float]:
+        """One metric of one launch (row position), or None when not collected."""
+        if metric not in self.frame.columns or launch >= len(self.frame):
+            return None
+        v = self.frame[metric].iloc[launch]
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            return None
+        return None if f != f else f
+
+    def to_dict(self) -> dict[str, Any]:
+        rows = []
+        for _, row in self.frame.iterrows():
+            rows.append({k: to_jsonable(_py(v)) for k, v in row.items()})
+        return {
+            "source": self.source,
+            "device_name": self.device_name,
+            "launches": rows,
+            "rules": [r.to_dict() for r in self.rules],
+            "artifact": self.artifact,
+            "warnings": list(self.warnings),
+            "device_attrs": to_jsonable(self.device_attrs),
+        }
+
+
+def _py(v: Any) -> Any:
+    """numpy scalars -> Python scalars."""
+    item = getattr(v, "item", None)
+    return item() if callable(item) else v
+
+
+# --------------------------------------------------------------------------- diagnosis
+
+
+class Severity(str, enum.Enum):
+    HIGH = "high"
+    MEDIUM = "medium"
+    LOW = "low"
+    INFO = "info"
+
+
+@dataclass
+class Evidence(JsonMixin):
+    """A metric a finding rests on: its value, the threshold it crossed, the unit."""
+
+    metric: str
+    value: float
+    threshold: Optional[float] = None
+    unit: str = ""
+    comparison: str = ""  # "<", ">", ...
+    meaning: str = ""  # plain-language gloss of the metric
+
+
+@dataclass
+class Lever(JsonMixin):
+    """A source-level change that addresses a finding."""
+
+    name: str  # "BLOCK_SIZE", "num_warps", "GROUP_M", "program order"
+    direction: str  # "increase", "decrease", "add", "set"
+    description: str
+    current: Optional[str] = None  # current value in the user's source, when known
+    line: Optional[int] = None
+    suggested: Optional[str] = None
+
+
+@dataclass
+class Finding(JsonMixin):
+    """One thing that holds a kernel back, with its evidence and levers."""
+
+    rule: str
+    title: str
+    severity: Severity
+    summary: str  # plain language, with numbers and units
+    evidence: list[Evidence] = field(default_factory=list)
+    levers: list[Lever] = field(default_factory=list)
+    estimated_gain_pct: float = 0.0
+    kernel: str = ""
+    supporting: list[str] = field(default_factory=list)  # profiler rule messages
+
+
+@dataclass
+class Roofline(JsonMixin):
+    """Where a kernel sits against this device's ceilings."""
+
+    device: str
+    flops: Optional[float]
+    bytes: Optional[float]
+    time_s: float
+    intensity: Optional[float]  # FLOP/byte
+    ridge: Optional[float]  # FLOP/byte where the ceilings meet
+    achieved_tflops: Optional[float]
+    achieved_gbps: Optional[float]
+    peak_tflops: Optional[float]
+    peak_gbps: Optional[float]
+    pct_of_ceiling: Optional[float]
+    bound: str  # "memory-bound", "compute-bound", "latency-bound", "launch-bound", "unknown"
+    precision: str = ""
+    ceilings_source: str = ""  # "measured" or "datasheet"
+
+
+# --------------------------------------------------------------------------- tuning
+
+
+@dataclass
+class Candidate(JsonMixin):
+    """A rewrite of the user's source proposed by an advisor."""
+
+    id: str
+    source: str
+    advisor: str  # "deterministic", "llm:<model>"
+    rationale: str
+    diff: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+    prompt: str = ""
+    response: str = ""
+    tokens_in: int = 0
+    tokens_out: int = 0
+    latency_s: float = 0.0
+    cost_usd: float = 0.0
+
+
+@dataclass
+class CandidateVerdict(JsonMixin):
+    """What the re-measure loop decided about one candidate."""
+
+    candidate_id: str
+    accepted: bool
+    reason: str
+    measurement: Optional[Measurement] = None
+    speedup: Optional[float] = None  # baseline median / candidate median
+
+
+# --------------------------------------------------------------------------- jobs
+
+
+class JobKind(str, enum.Enum):
+    PROFILE = "profile"
+    TUNE = "tune"
+    NIGHTLY = "nightly"
+
+
+class JobState(str, enum.Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+@dataclass
+class Job(JsonMixin):
+    """A unit of work in the persisted queue."""
+
+    id: int
+    path: str
+    kind: JobKind
+    priority: int  # lower runs first; saves beat nightly work
+    state: JobState
+    content_hash: str = ""
+    created_at: float = 0.0
+    started_at: Optional[float] = None
+    finished_at: Optional[float] = None
+    attempts: int = 0
+    error: str = ""
