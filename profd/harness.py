@@ -1,0 +1,159 @@
+"""The parent side of the harness: run a child on a target, with a time limit.
+
+The daemon never imports user code and never touches the GPU itself; it writes a
+request, starts ``python -m profd.child`` in its own session (so a hang can be
+killed with everything it spawned) in a scratch directory with an environment
+scrubbed of secrets, and reads back a typed Measurement. A child that dies
+without answering still yields a Measurement that says what happened.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from profd.model import Measurement, Status, Verdict
+
+#: Environment variables that must never reach user or LLM-written code.
+SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSW|CREDENTIAL|AUTH|COOKIE|SESSION)", re.I)
+
+
+def scrubbed_env(extra: Optional[dict[str, str]] = None) -> dict[str, str]:
+    """The current environment minus anything that looks like a secret."""
+    env = {k: v for k, v in os.environ.items() if not SECRET_NAME.search(k)}
+    env.update(extra or {})
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    # The child imports profd from wherever this process got it.
+    root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+@dataclass
+class ChildRequest:
+    """What the child should do; serialised to JSON for it."""
+
+    target: str
+    mode: str = "measure"  # "measure" or "counters"
+    trials: int = 3
+    seed: int = 1234
+    time: bool = True
+    rep_ms: float = 250.0
+    force_cpu: bool = False
+    nvtx_range: str = "profd_kernel"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ChildRun:
+    """The raw outcome of one child process."""
+
+    result: Optional[dict[str, Any]]
+    returncode: Optional[int]
+    timed_out: bool
+    stdout: str
+    stderr: str
+    phase: str
+    wall_s: float
+
+
+def child_command(request_path: Path, result_path: Path) -> list[str]:
+    """The command line of a harness child (collectors wrap it in a profiler)."""
+    return [sys.executable, "-m", "profd.child", str(request_path), str(result_path)]
+
+
+def run_child(req: ChildRequest, *, timeout_s: float = 120.0, wrap: Optional[list[str]] = None,
+              env: Optional[dict[str, str]] = None, workdir: Optional[Path] = None) -> ChildRun:
+    """Run one child (optionally under a profiler command ``wrap``) and collect its answer."""
+    scratch = Path(tempfile.mkdtemp(prefix="profd-child-", dir=workdir))
+    os.chmod(scratch, 0o700)
+    req_path, res_path = scratch / "request.json", scratch / "result.json"
+    req_path.write_text(json.dumps(req.__dict__))
+    cmd = (wrap or []) + child_command(req_path, res_path)
+    t0 = time.time()
+    proc = subprocess.Popen(cmd, cwd=scratch, env=env or scrubbed_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True, text=True)
+    timed_out = False
+    try:
+        out, err = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        kill_group(proc)
+        out, err = proc.communicate()
+    result = None
+    if res_path.exists():
+        try:
+            result = json.loads(res_path.read_text())
+        except json.JSONDecodeError:
+            result = None
+    phase_file = res_path.with_suffix(".phase")
+    phase = phase_file.read_text() if phase_file.exists() else ""
+    return ChildRun(result, proc.returncode, timed_out, out or "", err or "", phase, time.time() - t0)
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL the child's whole session: a hung kernel may have spawned helpers."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        proc.kill()
+
+
+def _tail(text: str, n: int = 2000) -> str:
+    return text[-n:]
+
+
+def to_measurement(run: ChildRun, target: Path, timeout_s: float) -> Measurement:
+    """A Measurement from a child's answer, or one that explains its silence."""
+    if run.result is not None and not run.timed_out:
+        m = Measurement.from_dict(run.result)
+        m.stderr_tail = _tail(run.stderr)
+        return m
+    from profd.target import content_hash
+
+    try:
+        digest = content_hash(target)
+    except OSError:
+        digest = ""
+    where = f" while in phase '{run.phase}'" if run.phase else ""
+    if run.timed_out:
+        verdict = Verdict(Status.TIMEOUT, f"{target.name} did not finish within {timeout_s:g} s{where}; profd "
+                          "killed it. A kernel that never returns usually loops on a condition that never "
+                          "changes (a while loop on a value no program writes, a wrong loop bound); a huge "
+                          "BENCH_SHAPE in the CPU interpreter can also take this long.")
+    else:
+        rc = run.returncode
+        sig = ""
+        if rc is not None and rc < 0:
+            try:
+                sig = f" (signal {signal.Signals(-rc).name})"
+            except ValueError:
+                sig = f" (signal {-rc})"
+        last = next((ln for ln in reversed(run.stderr.strip().splitlines()) if ln.strip()), "")
+        verdict = Verdict(Status.CRASH, f"the harness process for {target.name} died with exit code {rc}{sig}"
+                          f"{where} without reporting a result. Last error output: {last or '(none)'}. "
+                          "A segfault in the Triton interpreter or a driver abort are typical causes: run the file "
+                          "directly (python file.py) to see the full output.")
+    return Measurement(target=str(target), content_hash=digest, verdict=verdict, started_at=time.time() - run.wall_s,
+                       wall_s=run.wall_s, stderr_tail=_tail(run.stderr))
+
+
+def measure(target: Path, *, timeout_s: float = 120.0, trials: int = 3, do_time: bool = True,
+            force_cpu: bool = False, rep_ms: float = 250.0, seed: int = 1234) -> Measurement:
+    """Verify and time one target in a fresh child; never raises for user errors."""
+    target = Path(target).resolve()
+    req = ChildRequest(target=str(target), trials=trials, time=do_time, force_cpu=force_cpu, rep_ms=rep_ms,
+                       seed=seed)
+    run = run_child(req, timeout_s=timeout_s)
+    m = to_measurement(run, target, timeout_s)
+    m.wall_s = run.wall_s
+    return m

@@ -1,0 +1,43 @@
+"""Where profd keeps its state, config and artifacts (XDG, overridable)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def _xdg(var: str, default: str) -> Path:
+    value = os.environ.get(var)
+    return Path(value) if value else Path.home() / default
+
+
+def state_dir() -> Path:
+    """The state directory (SQLite store, artifacts), created user-only (0700).
+
+    ``PROFD_STATE_DIR`` overrides ``$XDG_STATE_HOME/profd``.
+    """
+    override = os.environ.get("PROFD_STATE_DIR")
+    path = Path(override) if override else _xdg("XDG_STATE_HOME", ".local/state") / "profd"
+    return ensure_private_dir(path)
+
+
+def config_path() -> Path:
+    """The TOML config file: ``PROFD_CONFIG`` or ``$XDG_CONFIG_HOME/profd/config.toml``."""
+    override = os.environ.get("PROFD_CONFIG")
+    return Path(override) if override else _xdg("XDG_CONFIG_HOME", ".config") / "profd" / "config.toml"
+
+
+def artifacts_dir(*parts: str) -> Path:
+    """A user-only subdirectory of the state dir for reports, captures and candidates."""
+    return ensure_private_dir(state_dir().joinpath("artifacts", *parts))
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """mkdir -p with mode 0700: state can hold sources and reports of private code."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o700)
+    except OSError:
+        pass
+    return path

@@ -1,0 +1,103 @@
+"""One save's worth of work: measure, (counters), diagnose, report, store.
+
+The watcher, the CLI's ``profd profile`` and nightly runs all go through
+``profile()`` so that a result means the same thing wherever it came from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from profd import harness
+from profd.model import CounterTable, Finding, Measurement, Roofline
+from profd.store import RunRecord, Store
+
+
+@dataclass
+class ProfileResult:
+    """Everything ``profd profile`` learned about one target."""
+
+    measurement: Measurement
+    run_id: int
+    previous: Optional[RunRecord] = None
+    best: Optional[RunRecord] = None
+    counters: Optional[CounterTable] = None
+    findings: list[Finding] = field(default_factory=list)
+    roofline: Optional[Roofline] = None
+    report: str = ""
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "measurement": self.measurement.to_dict(),
+            "previous": self.previous.to_dict() if self.previous else None,
+            "best": self.best.to_dict() if self.best else None,
+            "counters": self.counters.to_dict() if self.counters is not None else None,
+            "findings": [f.to_dict() for f in self.findings],
+            "roofline": self.roofline.to_dict() if self.roofline else None,
+            "report": self.report,
+            "warnings": list(self.warnings),
+        }
+
+
+def profile(path: Path, store: Store, *, counters: bool = False, full_set: bool = False, timeout_s: float = 120.0,
+            force_cpu: bool = False, on_step: Callable[[str, Any], None] = lambda step, value: None) -> ProfileResult:
+    """Verify and time ``path``; with ``counters`` also profile and diagnose it.
+
+    ``on_step`` is called as each stage finishes ("verdict", then "report") so that
+    a watcher can show the quick verdict before the slower counter pass is done.
+    """
+    path = Path(path).resolve()
+    m = harness.measure(path, timeout_s=timeout_s, force_cpu=force_cpu)
+    run_id = store.record_run(m)
+    device = m.device.name if m.device else None
+    res = ProfileResult(measurement=m, run_id=run_id, previous=store.previous(path, run_id, device),
+                        best=store.best(path, device, before_id=run_id))
+    on_step("verdict", res)
+    res.report = verdict_text(res)
+    store.attach_report(run_id, res.report, [f.to_dict() for f in res.findings])
+    on_step("report", res)
+    return res
+
+
+def _fmt_ms(ms: float) -> str:
+    return f"{ms * 1e3:.1f} µs" if ms < 1 else f"{ms:.3f} ms"
+
+
+def verdict_text(res: ProfileResult) -> str:
+    """The quick verdict: correct? how fast against last time and the best?"""
+    m = res.measurement
+    name = Path(m.target).name
+    lines = [f"# {name}", ""]
+    dev = m.device.name if m.device else "unknown device"
+    if m.correct:
+        lines.append(f"**Correct** on {dev}: {m.verdict.message}.")
+    else:
+        where = f" (line {m.verdict.line})" if m.verdict.line else ""
+        lines.append(f"**Not correct — {m.verdict.status.value}**{where}: {m.verdict.message}")
+    t = m.timing
+    if t:
+        rate = []
+        if t.tflops:
+            rate.append(f"{t.tflops:.1f} TFLOP/s")
+        if t.gbps:
+            rate.append(f"{t.gbps:.1f} GB/s")
+        lines.append("")
+        lines.append(f"Time: median {_fmt_ms(t.median_ms)} over {t.runs} runs (IQR {_fmt_ms(t.p25_ms)}–"
+                     f"{_fmt_ms(t.p75_ms)}, spread {t.spread_pct:.1f}%)" + (f", {', '.join(rate)}" if rate else "")
+                     + f"; shape {t.shape or 'default'}.")
+        if not t.representative:
+            lines.append(f"Not representative: {t.note}.")
+        elif t.note:
+            lines.append(f"Note: {t.note}.")
+        for label, rec in (("last run", res.previous), ("best so far", res.best)):
+            if rec and rec.median_ms:
+                ratio = rec.median_ms / t.median_ms
+                lines.append(f"vs {label} ({_fmt_ms(rec.median_ms)}, run {rec.id}): {ratio:.2f}× "
+                             f"{'faster' if ratio >= 1 else 'slower'}.")
+    for w in m.warnings + res.warnings:
+        lines.append(f"Warning: {w}")
+    return "\n".join(lines) + "\n"

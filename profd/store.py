@@ -1,0 +1,177 @@
+"""The SQLite store: every run, candidate and job profd has seen.
+
+One database per state directory, WAL mode so the CLI can read while the daemon
+writes, file mode 0600. Rows keep the headline numbers as columns (for history
+and trends) and the full value as JSON (so nothing measured is lost).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+from profd.model import Measurement
+from profd.paths import state_dir
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY,
+    target TEXT NOT NULL,
+    content_hash TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    device TEXT,
+    status TEXT NOT NULL,
+    correct INTEGER NOT NULL,
+    median_ms REAL,
+    spread_pct REAL,
+    tflops REAL,
+    gbps REAL,
+    representative INTEGER,
+    message TEXT,
+    measurement TEXT NOT NULL,
+    report TEXT,
+    findings TEXT
+);
+CREATE INDEX IF NOT EXISTS runs_target ON runs(target, started_at);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+"""
+
+
+@dataclass
+class RunRecord:
+    """One stored run, as history shows it."""
+
+    id: int
+    target: str
+    content_hash: str
+    kind: str
+    started_at: float
+    device: Optional[str]
+    status: str
+    correct: bool
+    median_ms: Optional[float]
+    spread_pct: Optional[float]
+    tflops: Optional[float]
+    gbps: Optional[float]
+    representative: bool
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+_RUN_COLS = ("id, target, content_hash, kind, started_at, device, status, correct, median_ms, spread_pct, "
+             "tflops, gbps, representative, message")
+
+
+class Store:
+    """A connection to profd's database; safe to open from several processes."""
+
+    def __init__(self, path: Optional[Path] = None) -> None:
+        self.path = Path(path) if path else state_dir() / "profd.db"
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        new = not self.path.exists()
+        if new:
+            # Create it user-only before SQLite opens it: it holds source and reports.
+            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+        self.db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA busy_timeout=30000")
+        self.db.executescript(SCHEMA)
+        for extra in _EXTENSIONS:
+            self.db.executescript(extra)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ runs
+
+    def record_run(self, m: Measurement, kind: str = "profile", report: Optional[str] = None,
+                   findings: Optional[Any] = None) -> int:
+        """Store one measurement (and its report/findings); returns the row id."""
+        t = m.timing
+        cur = self.db.execute(
+            "INSERT INTO runs (target, content_hash, kind, started_at, device, status, correct, median_ms, "
+            "spread_pct, tflops, gbps, representative, message, measurement, report, findings) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (str(Path(m.target).resolve()), m.content_hash, kind, m.started_at or time.time(),
+             m.device.name if m.device else None, m.verdict.status.value, int(m.correct),
+             t.median_ms if t else None, t.spread_pct if t else None, t.tflops if t else None,
+             t.gbps if t else None, int(bool(t and t.representative)), m.verdict.message, m.to_json(),
+             report, json.dumps(findings) if findings is not None else None),
+        )
+        return int(cur.lastrowid)
+
+    def attach_report(self, run_id: int, report: str, findings: Any = None) -> None:
+        """Add the report (and structured findings) to a stored run once diagnosis is done."""
+        self.db.execute("UPDATE runs SET report=?, findings=? WHERE id=?",
+                        (report, json.dumps(findings) if findings is not None else None, run_id))
+
+    def history(self, target: Path | str, limit: int = 50) -> list[RunRecord]:
+        """The target's runs, newest first."""
+        rows = self.db.execute(f"SELECT {_RUN_COLS} FROM runs WHERE target=? ORDER BY started_at DESC, id DESC LIMIT ?",
+                               (str(Path(target).resolve()), limit)).fetchall()
+        return [_record(r) for r in rows]
+
+    def previous(self, target: Path | str, before_id: int, device: Optional[str]) -> Optional[RunRecord]:
+        """The last correct, timed run of this target on this device before ``before_id``."""
+        row = self.db.execute(
+            f"SELECT {_RUN_COLS} FROM runs WHERE target=? AND id<? AND correct=1 AND median_ms IS NOT NULL "
+            "AND device IS ? ORDER BY id DESC LIMIT 1", (str(Path(target).resolve()), before_id, device)).fetchone()
+        return _record(row) if row else None
+
+    def best(self, target: Path | str, device: Optional[str], before_id: Optional[int] = None) -> Optional[RunRecord]:
+        """The fastest correct run of this target on this device."""
+        row = self.db.execute(
+            f"SELECT {_RUN_COLS} FROM runs WHERE target=? AND correct=1 AND median_ms IS NOT NULL AND device IS ? "
+            "AND id < ? ORDER BY median_ms ASC LIMIT 1",
+            (str(Path(target).resolve()), device, before_id if before_id is not None else 2**62)).fetchone()
+        return _record(row) if row else None
+
+    def run(self, run_id: int) -> Optional[dict[str, Any]]:
+        """A full stored run: columns plus the measurement, report and findings."""
+        row = self.db.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
+        if row is None:
+            return None
+        d = dict(row)
+        d["measurement"] = json.loads(d["measurement"])
+        d["findings"] = json.loads(d["findings"]) if d["findings"] else None
+        return d
+
+    def targets(self) -> list[str]:
+        """Every target with at least one stored run."""
+        return [r[0] for r in self.db.execute("SELECT DISTINCT target FROM runs ORDER BY target")]
+
+    def iter_runs(self) -> Iterator[RunRecord]:
+        for r in self.db.execute(f"SELECT {_RUN_COLS} FROM runs ORDER BY id"):
+            yield _record(r)
+
+
+def _record(r: sqlite3.Row) -> RunRecord:
+    return RunRecord(id=r["id"], target=r["target"], content_hash=r["content_hash"], kind=r["kind"],
+                     started_at=r["started_at"], device=r["device"], status=r["status"], correct=bool(r["correct"]),
+                     median_ms=r["median_ms"], spread_pct=r["spread_pct"], tflops=r["tflops"], gbps=r["gbps"],
+                     representative=bool(r["representative"]), message=r["message"] or "")
+
+
+#: Schema pieces other modules register (jobs, candidates) so the store stays one file.
+_EXTENSIONS: list[str] = []
+
+
+def register_schema(sql: str) -> None:
+    """Add tables owned by another module (the job queue, tuning) to every Store."""
+    if sql not in _EXTENSIONS:
+        _EXTENSIONS.append(sql)

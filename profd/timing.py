@@ -1,0 +1,115 @@
+"""Timing one call of ``kernel(*inputs)``: events, device-wide sync, L2 flushed.
+
+Runs inside the harness child. On a GPU each run is bracketed by CUDA events on
+the current stream *and* by a device-wide synchronisation, so that work a kernel
+hides on a side stream is not missed: when the device-synchronised time exceeds
+the event time by more than the measured cost of a synchronisation, the larger
+figure is reported and the result says why. L2 is flushed before every run by
+writing a buffer twice its size, so repeated runs don't measure the cache.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any, Callable, Optional
+
+import torch
+
+from profd.model import Timing
+
+
+def _stats(ms: list[float]) -> dict[str, float]:
+    s = sorted(ms)
+    q = statistics.quantiles(s, n=4) if len(s) >= 2 else [s[0], s[0], s[0]]
+    return {
+        "median_ms": statistics.median(s), "min_ms": s[0], "max_ms": s[-1],
+        "p25_ms": q[0], "p75_ms": q[2], "stdev_ms": statistics.pstdev(s) if len(s) > 1 else 0.0,
+    }
+
+
+def _rates(t: Timing, flops: Optional[float], nbytes: Optional[float]) -> Timing:
+    secs = t.median_ms / 1e3
+    t.flops, t.bytes_moved = flops, nbytes
+    if flops and secs > 0:
+        t.tflops = flops / secs / 1e12
+    if nbytes and secs > 0:
+        t.gbps = nbytes / secs / 1e9
+    return t
+
+
+def time_gpu(fn: Callable[[], Any], *, flops: Optional[float] = None, nbytes: Optional[float] = None,
+             rep_ms: float = 250.0, min_runs: int = 10, max_runs: int = 200, flush_l2: bool = True,
+             l2_bytes: int = 0) -> Timing:
+    """Median of many event-timed runs after warm-up, L2 flushed between runs."""
+    dev = torch.cuda.current_device()
+    stream = torch.cuda.current_stream()
+    flush = None
+    if flush_l2:
+        size = max(2 * (l2_bytes or torch.cuda.get_device_properties(dev).L2_cache_size), 64 << 20)
+        flush = torch.empty(size // 4, dtype=torch.int32, device="cuda")
+
+    # Warm-up: the first call compiles; then estimate one call to size the run count.
+    fn()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    est_ms = max((time.perf_counter() - t0) * 1e3 / 3, 1e-3)
+    runs = int(min(max_runs, max(min_runs, rep_ms / est_ms)))
+
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(runs)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(runs)]
+    synced = [torch.cuda.Event(enable_timing=True) for _ in range(runs)]
+    empty_start = [torch.cuda.Event(enable_timing=True) for _ in range(runs)]
+    empty_end = [torch.cuda.Event(enable_timing=True) for _ in range(runs)]
+    spin = getattr(torch.cuda, "_sleep", None)
+    for i in range(runs):
+        if flush is not None:
+            flush.zero_()
+        # Keep the GPU busy while the host launches the kernel, so that Python's
+        # launch overhead does not land between the start event and the kernel.
+        if spin is not None:
+            spin(200_000)
+        starts[i].record(stream)
+        fn()
+        ends[i].record(stream)
+        torch.cuda.synchronize()  # waits for every stream on the device
+        synced[i].record(stream)
+        # The same bracket around nothing: the cost of the synchronisation itself.
+        torch.cuda.synchronize()
+        empty_start[i].record(stream)
+        torch.cuda.synchronize()
+        empty_end[i].record(stream)
+    torch.cuda.synchronize()
+    event_ms = [s.elapsed_time(e) for s, e in zip(starts, ends)]
+    device_ms = [s.elapsed_time(e) for s, e in zip(starts, synced)]
+    sync_cost = statistics.median(s.elapsed_time(e) for s, e in zip(empty_start, empty_end))
+    ev = statistics.median(event_ms)
+    dv = statistics.median(device_ms) - sync_cost
+    note = ""
+    chosen = event_ms
+    if dv > ev * 1.10 and dv - ev > 0.005:
+        # Work finished after the current stream's end event: it ran elsewhere.
+        chosen = [max(d - sync_cost, 0.0) for d in device_ms]
+        note = (f"work outside the current stream: device-synchronised time {dv:.4g} ms vs "
+                f"{ev:.4g} ms on the current stream's events; the larger is reported")
+    st = _stats(chosen)
+    t = Timing(**st, runs=runs, method="cuda-events+device-sync", representative=True,
+               l2_flushed=flush is not None, note=note)
+    return _rates(t, flops, nbytes)
+
+
+def time_cpu(fn: Callable[[], Any], *, flops: Optional[float] = None, nbytes: Optional[float] = None,
+             runs: int = 3) -> Timing:
+    """Wall-clock timing for the Triton interpreter on CPU; never representative."""
+    fn()
+    ms = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        ms.append((time.perf_counter() - t0) * 1e3)
+    t = Timing(**_stats(ms), runs=runs, method="wall-clock (Triton interpreter on CPU)", representative=False,
+               note="no GPU: Triton ran in its CPU interpreter; this time says nothing about GPU performance")
+    return _rates(t, flops, nbytes)

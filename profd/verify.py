@@ -1,0 +1,229 @@
+"""Correctness: kernel vs reference on fresh random inputs, poisoned outputs.
+
+Runs inside the harness child. Every way a kernel can look right without being
+right is checked here: unwritten output elements (outputs it allocates through
+torch are NaN-poisoned, then re-run with a second poison to tell "never written"
+from "computed NaN"), mutated inputs, NaN/Inf, results cached from an earlier
+call (every trial draws new inputs), shapes hard-coded to the tested ones (the
+timed shape is verified too) and precision loss beyond the dtype's tolerance.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Iterable, Optional
+
+import torch
+from torch.overrides import TorchFunctionMode
+
+from profd.model import OutputCheck, Status, Verdict
+from profd.target import Target
+
+#: Functions whose results are uninitialised memory: the kernel's outputs, usually.
+_ALLOCATORS = {torch.empty, torch.empty_like, torch.empty_strided, torch.Tensor.new_empty}
+
+#: The second poison: finite, exactly representable in fp16/bf16, unlikely as a result.
+SENTINEL = -4320.0
+
+
+class Poison(TorchFunctionMode):
+    """Fill every tensor the kernel allocates with ``torch.empty*`` with a poison value.
+
+    NaN for floating tensors (so unwritten elements fail loudly), the dtype's
+    max for integers. This is the allocation hook the verification controls.
+    """
+
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.value = value
+
+    def __torch_function__(self, func: Callable, types: Any, args: tuple = (), kwargs: Optional[dict] = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        if func in _ALLOCATORS and isinstance(out, torch.Tensor) and out.numel():
+            with torch.no_grad():
+                if out.is_floating_point() or out.is_complex():
+                    out.fill_(self.value)
+                elif out.dtype != torch.bool:
+                    out.fill_(torch.iinfo(out.dtype).max)
+        return out
+
+
+def as_list(result: Any) -> list[Any]:
+    """A kernel's or reference's result as a list of outputs."""
+    if isinstance(result, (list, tuple)):
+        return list(result)
+    return [result]
+
+
+def to_device(values: Iterable[Any], device: torch.device) -> list[Any]:
+    """Move tensors to the measurement device (KernelBench makes CPU tensors)."""
+    return [v.to(device) if isinstance(v, torch.Tensor) and v.device != device else v for v in values]
+
+
+def make_inputs(target: Target, shape: dict[str, Any], seed: int, device: torch.device) -> list[Any]:
+    """Seed torch's RNG and draw one fresh input set."""
+    torch.manual_seed(seed)
+    inputs = target.make_inputs(**shape) if shape else target.make_inputs()
+    if not isinstance(inputs, (list, tuple)):
+        inputs = [inputs]
+    return to_device(inputs, device) + list(target.init_inputs)
+
+
+def _clone(values: list[Any]) -> list[Any]:
+    return [v.clone() if isinstance(v, torch.Tensor) else v for v in values]
+
+
+def _upcast(values: list[Any]) -> list[Any]:
+    return [v.double() if isinstance(v, torch.Tensor) and v.is_floating_point() else v for v in values]
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    if a.is_floating_point():
+        return bool(((a == b) | (torch.isnan(a) & torch.isnan(b))).all())
+    return bool(torch.equal(a, b))
+
+
+def reference_outputs(target: Target, inputs: list[Any]) -> list[Any]:
+    """The reference's result in float64 where the reference accepts float64 inputs.
+
+    A reference that insists on its dtype (a module with fp32 weights, a bf16-only
+    op) runs in its own dtype; the comparison is still done in float64.
+    """
+    try:
+        with torch.no_grad():
+            out = as_list(target.reference(*_upcast(_clone(inputs))))
+        if all(not isinstance(o, torch.Tensor) or o.dtype in (torch.float64, torch.complex128) or not o.is_floating_point()
+               for o in out):
+            return out
+    except Exception:
+        pass
+    with torch.no_grad():
+        return as_list(target.reference(*_clone(inputs)))
+
+
+def _dtype_name(t: torch.Tensor) -> str:
+    return str(t.dtype).replace("torch.", "")
+
+
+def compare(trial: int, index: int, out: Any, ref: Any, target: Target) -> OutputCheck:
+    """Compare one output with its reference; elementwise |o-r| <= atol + rtol*|r|."""
+    if not isinstance(ref, torch.Tensor):
+        ok = out == ref if not isinstance(out, torch.Tensor) else False
+        return OutputCheck(trial, index, [], type(ref).__name__, 0.0 if ok else math.inf, 0.0 if ok else math.inf,
+                           0.0 if ok else math.inf, 0.0, 0.0, bool(ok), "" if ok else f"expected {ref!r}, got {out!r}")
+    if not isinstance(out, torch.Tensor):
+        return OutputCheck(trial, index, list(ref.shape), _dtype_name(ref), math.inf, math.inf, math.inf, 0, 0, False,
+                           f"output {index} is {type(out).__name__}, expected a tensor")
+    dtype = _dtype_name(out)
+    rtol, atol = target.tolerance_for(dtype)
+    if tuple(out.shape) != tuple(ref.shape):
+        return OutputCheck(trial, index, list(out.shape), dtype, math.inf, math.inf, math.inf, rtol, atol, False,
+                           f"shape {tuple(out.shape)} differs from the reference's {tuple(ref.shape)}")
+    o = out.detach().to("cpu", torch.float64) if not out.is_complex() else out.detach().cpu().to(torch.complex128)
+    r = ref.detach().to("cpu", o.dtype)
+    ref_finite = torch.isfinite(r)
+    rms = float(torch.sqrt(torch.mean(torch.abs(r[ref_finite]) ** 2))) if ref_finite.any() else 0.0
+    # An absolute floor scaled to the result's magnitude: cancellation near zero in a
+    # large reduction must not fail an otherwise faithful kernel.
+    abs_floor = atol if target.atol is not None else rtol * max(rms, 1e-30)
+    bad_nonfinite = (~torch.isfinite(o)) & ref_finite
+    both_nan = torch.isnan(o) & torch.isnan(r)
+    same_inf = torch.isinf(o) & torch.isinf(r) & (o == r)
+    diff = torch.where(ref_finite & torch.isfinite(o), torch.abs(o - r), torch.zeros_like(torch.abs(r)))
+    allowed = abs_floor + rtol * torch.abs(torch.where(ref_finite, r, torch.zeros_like(r)))
+    outside = (diff > allowed) | bad_nonfinite | (~ref_finite & ~(both_nan | same_inf))
+    max_abs = float(diff.max()) if diff.numel() else 0.0
+    max_rel = float((diff / (torch.abs(r.real if r.is_complex() else r) + abs_floor)).max()) if diff.numel() else 0.0
+    ref_norm = float(torch.linalg.vector_norm(torch.where(ref_finite, r, torch.zeros_like(r))))
+    norm_rel = float(torch.linalg.vector_norm(diff)) / ref_norm if ref_norm else max_abs
+    n_bad, n_nonfinite = int(outside.sum()), int(bad_nonfinite.sum())
+    reason = ""
+    if n_nonfinite:
+        reason = f"{n_nonfinite} of {o.numel()} elements are NaN/Inf where the reference is finite"
+    elif n_bad:
+        idx = int(torch.nonzero(outside.flatten())[0])
+        pos = tuple(int(i) for i in torch.unravel_index(torch.tensor(idx), tuple(o.shape))) if o.dim() else ()
+        reason = (f"{n_bad} of {o.numel()} elements outside tolerance (rtol {rtol:g}, atol {abs_floor:.3g}); "
+                  f"first at index {pos}: got {float(o.flatten()[idx].real):.6g}, expected {float(r.flatten()[idx].real):.6g}")
+    return OutputCheck(trial, index, list(out.shape), dtype, max_abs, max_rel, norm_rel, rtol, abs_floor,
+                       passed=not n_bad, reason=reason, mismatched=n_bad, nonfinite=n_nonfinite)
+
+
+def _unwritten(target: Target, inputs: list[Any], first: list[Any], sync: Callable[[], None]) -> Optional[str]:
+    """Re-run with a finite poison: elements equal to it were never written."""
+    with Poison(SENTINEL):
+        second = as_list(target.kernel(*_clone(inputs)))
+    sync()
+    for i, (a, b) in enumerate(zip(first, second)):
+        if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.is_floating_point()):
+            continue
+        nan_first = ~torch.isfinite(a)
+        hit = nan_first & (b == SENTINEL)
+        if hit.any():
+            return (f"output {i}: {int(hit.sum())} of {a.numel()} elements were never written by the kernel "
+                    "(they kept the poison profd filled the freshly allocated output with); check the grid "
+                    "covers every element and the store masks")
+    return None
+
+
+def verify(target: Target, device: torch.device, *, trials: int = 3, seed: int = 1234,
+           sync: Callable[[], None] = lambda: None, on_phase: Callable[[str], None] = lambda s: None) -> Verdict:
+    """Run kernel and reference on ``trials`` fresh input sets per declared shape.
+
+    Raises whatever the kernel raises (the child classifies it); returns a Verdict
+    for semantic failures.
+    """
+    shapes = list(target.shapes)
+    if target.bench_shape not in shapes:
+        shapes.append(target.bench_shape)
+    checks: list[OutputCheck] = []
+    trial = 0
+    for shape in shapes:
+        # The timed shape is verified once; the declared shapes get every trial.
+        n = 1 if shape is target.bench_shape and shape not in target.shapes else trials
+        for _ in range(n):
+            trial += 1
+            inputs = make_inputs(target, shape, seed + 7919 * trial, device)
+            if not any(isinstance(v, torch.Tensor) and v.numel() and bool((v != 0).any()) for v in inputs):
+                raise ValueError("get_inputs() returned only zeros or no tensors; profd needs random inputs "
+                                 "(zeros hide unwritten outputs and wrong indexing). Use torch.randn/torch.rand.")
+            snapshot = _clone(inputs)
+            on_phase(f"reference, shape {shape or 'default'}, trial {trial}")
+            ref = reference_outputs(target, inputs)
+            sync()
+            on_phase(f"kernel, shape {shape or 'default'}, trial {trial}")
+            with Poison(float("nan")):
+                out = as_list(target.kernel(*inputs))
+            sync()
+            for i, (before, after) in enumerate(zip(snapshot, inputs)):
+                if isinstance(before, torch.Tensor) and not _same(before, after):
+                    return Verdict(Status.MUTATED_INPUT, f"kernel(...) modified input {i} (shape {tuple(before.shape)}); "
+                                   "a kernel must not write to its inputs: allocate the output instead",
+                                   trials=trial, shapes=shapes, checks=checks)
+            if len(out) != len(ref):
+                return Verdict(Status.SHAPE_MISMATCH, f"kernel(...) returned {len(out)} outputs, reference {len(ref)}",
+                               trials=trial, shapes=shapes, checks=checks)
+            trial_checks = [compare(trial, i, o, r, target) for i, (o, r) in enumerate(zip(out, ref))]
+            checks.extend(trial_checks)
+            failed = [c for c in trial_checks if not c.passed]
+            if failed:
+                c = failed[0]
+                where = f"shape {shape}" if shape else "the default shape"
+                if c.reason.startswith("shape "):
+                    return Verdict(Status.SHAPE_MISMATCH, f"output {c.output}: {c.reason} ({where})",
+                                   trials=trial, shapes=shapes, checks=checks)
+                if c.nonfinite:
+                    unwritten = _unwritten(target, inputs, out, sync)
+                    status = Status.UNWRITTEN if unwritten else Status.NONFINITE
+                    msg = unwritten or f"output {c.output}: {c.reason} ({where}, trial {trial})"
+                    return Verdict(status, msg, trials=trial, shapes=shapes, checks=checks)
+                return Verdict(Status.WRONG, f"output {c.output} is wrong on {where}, trial {trial}: {c.reason}; "
+                               f"max abs error {c.max_abs_err:.3g}, relative (norm) error {c.norm_rel_err:.3g}",
+                               trials=trial, shapes=shapes, checks=checks)
+    worst = max(checks, key=lambda c: c.norm_rel_err, default=None)
+    msg = f"correct on {trial} input sets over {len(shapes)} shape(s)"
+    if worst is not None:
+        msg += f"; worst relative (norm) error {worst.norm_rel_err:.2e}, max abs error {worst.max_abs_err:.2e}"
+    return Verdict(Status.CORRECT, msg, trials=trial, shapes=shapes, checks=checks)
