@@ -72,6 +72,62 @@ def cmd_history(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _config(args: argparse.Namespace) -> Any:
+    from profd import config
+
+    try:
+        return config.load(Path(args.config) if getattr(args, "config", None) else None)
+    except config.ConfigError as e:
+        raise UserError(str(e)) from None
+
+
+def _run_daemon(args: argparse.Namespace, cfg: Any, service: bool) -> int:
+    from profd.daemon import AlreadyRunning, Daemon, setup_logging
+
+    setup_logging(service=service, verbose=getattr(args, "verbose", False))
+    try:
+        return Daemon(cfg, service=service, config_file=Path(args.config) if args.config else None,
+                      once=getattr(args, "once", False)).run()
+    except AlreadyRunning as e:
+        raise UserError(str(e)) from None
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    dirs = []
+    for d in args.dirs:
+        p = Path(d).expanduser().resolve()
+        if not p.is_dir():
+            raise UserError(f"{d}: not a directory. Give the directory that holds your kernel files.")
+        dirs.append(str(p))
+    cfg.watch.dirs = dirs
+    if args.polling:
+        cfg.watch.polling = True
+    if args.no_counters:
+        cfg.run.counters = False
+    if args.cpu:
+        cfg.run.force_cpu = True
+    if args.tune is not None:
+        cfg.run.auto_tune_budget = args.tune
+    return _run_daemon(args, cfg, service=False)
+
+
+def cmd_daemon(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    if not cfg.watch.dirs:
+        raise UserError(f"no directories to watch: set [watch] dirs in {cfg.source if cfg.source != 'defaults' else 'the config file'} "
+                        "(or PROFD_WATCH_DIRS=dir1:dir2), or use `profd watch DIR` in the foreground.")
+    return _run_daemon(args, cfg, service=True)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from profd.status import collect, render
+
+    data = collect()
+    _emit(args, data, render(data))
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -93,6 +149,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("file")
     s.add_argument("--limit", type=int, default=50)
     s.set_defaults(func=cmd_history)
+
+    s = sub.add_parser("watch", parents=[common], help="watch directories in the foreground; re-check every save")
+    s.add_argument("dirs", nargs="+", metavar="DIR")
+    s.add_argument("--config", help="config file (default: $XDG_CONFIG_HOME/profd/config.toml)")
+    s.add_argument("--polling", action="store_true", help="poll instead of inotify (network file systems)")
+    s.add_argument("--no-counters", action="store_true", help="skip the hardware-counter pass")
+    s.add_argument("--cpu", action="store_true", help="run kernels in Triton's CPU interpreter")
+    s.add_argument("--tune", type=int, metavar="N", help="after each correct save, try N candidates automatically")
+    s.add_argument("--once", action="store_true", help="exit once the initial scan's jobs are done")
+    s.add_argument("-v", "--verbose", action="store_true")
+    s.set_defaults(func=cmd_watch)
+
+    s = sub.add_parser("daemon", parents=[common], help="service mode (systemd Type=notify)")
+    s.add_argument("--config", help="config file (default: $XDG_CONFIG_HOME/profd/config.toml)")
+    s.add_argument("-v", "--verbose", action="store_true")
+    s.set_defaults(func=cmd_daemon)
+
+    s = sub.add_parser("status", parents=[common], help="is the daemon running; queue; last results")
+    s.set_defaults(func=cmd_status)
     return p
 
 

@@ -19,7 +19,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Protocol
 
 from profd.model import Measurement, Status, Verdict
 
@@ -147,13 +147,27 @@ def to_measurement(run: ChildRun, target: Path, timeout_s: float) -> Measurement
                        wall_s=run.wall_s, stderr_tail=_tail(run.stderr))
 
 
+class Runner(Protocol):
+    """Something that runs a harness child: a cold process, or a fork of a warm worker."""
+
+    def run(self, req: ChildRequest, *, timeout_s: float = 120.0, workdir: Optional[Path] = None) -> ChildRun: ...
+
+
+class ColdRunner:
+    """A fresh ``python -m profd.child`` per request."""
+
+    def run(self, req: ChildRequest, *, timeout_s: float = 120.0, workdir: Optional[Path] = None) -> ChildRun:
+        return run_child(req, timeout_s=timeout_s, workdir=workdir)
+
+
 def measure(target: Path, *, timeout_s: float = 120.0, trials: int = 3, do_time: bool = True,
-            force_cpu: bool = False, rep_ms: float = 250.0, seed: int = 1234) -> Measurement:
-    """Verify and time one target in a fresh child; never raises for user errors."""
+            force_cpu: bool = False, rep_ms: float = 250.0, seed: int = 1234,
+            runner: Optional[Runner] = None) -> Measurement:
+    """Verify and time one target in an isolated child; never raises for user errors."""
     target = Path(target).resolve()
     req = ChildRequest(target=str(target), trials=trials, time=do_time, force_cpu=force_cpu, rep_ms=rep_ms,
                        seed=seed)
-    run = run_child(req, timeout_s=timeout_s)
+    run = (runner or ColdRunner()).run(req, timeout_s=timeout_s)
     m = to_measurement(run, target, timeout_s)
     m.wall_s = run.wall_s
     return m

@@ -43,15 +43,24 @@ class ProfileResult:
         }
 
 
+class Cancelled(Exception):
+    """The daemon is stopping: the measurement in flight was abandoned, not failed."""
+
+
 def profile(path: Path, store: Store, *, counters: bool = False, full_set: bool = False, timeout_s: float = 120.0,
-            force_cpu: bool = False, on_step: Callable[[str, Any], None] = lambda step, value: None) -> ProfileResult:
+            force_cpu: bool = False, runner: Optional[harness.Runner] = None,
+            cancelled: Callable[[], bool] = lambda: False,
+            on_step: Callable[[str, Any], None] = lambda step, value: None) -> ProfileResult:
     """Verify and time ``path``; with ``counters`` also profile and diagnose it.
 
     ``on_step`` is called as each stage finishes ("verdict", then "report") so that
     a watcher can show the quick verdict before the slower counter pass is done.
+    Raises Cancelled (storing nothing) when ``cancelled()`` turns true meanwhile.
     """
     path = Path(path).resolve()
-    m = harness.measure(path, timeout_s=timeout_s, force_cpu=force_cpu)
+    m = harness.measure(path, timeout_s=timeout_s, force_cpu=force_cpu, runner=runner)
+    if cancelled():
+        raise Cancelled()
     run_id = store.record_run(m)
     device = m.device.name if m.device else None
     res = ProfileResult(measurement=m, run_id=run_id, previous=store.previous(path, run_id, device),

@@ -45,8 +45,9 @@ class TargetLoadError(Exception):
         self.tb = tb
 
 
-#: Default tolerances by output dtype (relative); the absolute floor scales with the
-#: reference's RMS so that near-zero elements of a large result don't fail on rounding.
+#: Default relative tolerances by output dtype. Without a user ATOL the absolute floor
+#: is rtol times the reference's RMS, so that near-zero elements of a large result
+#: don't fail on rounding.
 DEFAULT_RTOL = {
     "float64": 1e-7,
     "float32": 1e-4,
@@ -82,14 +83,14 @@ class Target:
     atol: Optional[float] = None
     precision: Optional[str] = None
 
-    def tolerance_for(self, dtype_name: str) -> tuple[float, float]:
-        """(rtol, atol-as-fraction-of-reference-RMS) for an output dtype."""
+    def tolerance_for(self, dtype_name: str) -> tuple[float, Optional[float]]:
+        """(rtol, atol) for an output dtype. ``atol`` is the user's absolute ATOL, or
+        None: the verifier then uses ``rtol`` times the reference's RMS."""
         rtol = self.rtol
         if rtol is None:
             key = self.precision if self.precision in DEFAULT_RTOL else dtype_name
             rtol = DEFAULT_RTOL.get(key, 1e-4)
-        atol = self.atol if self.atol is not None else rtol
-        return rtol, atol
+        return rtol, self.atol
 
 
 def _user_line(tb: Any, path: Path) -> Optional[int]:

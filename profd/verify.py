@@ -119,7 +119,7 @@ def compare(trial: int, index: int, out: Any, ref: Any, target: Target) -> Outpu
     dtype = _dtype_name(out)
     rtol, atol = target.tolerance_for(dtype)
     if tuple(out.shape) != tuple(ref.shape):
-        return OutputCheck(trial, index, list(out.shape), dtype, math.inf, math.inf, math.inf, rtol, atol, False,
+        return OutputCheck(trial, index, list(out.shape), dtype, math.inf, math.inf, math.inf, rtol, atol or 0.0, False,
                            f"shape {tuple(out.shape)} differs from the reference's {tuple(ref.shape)}")
     o = out.detach().to("cpu", torch.float64) if not out.is_complex() else out.detach().cpu().to(torch.complex128)
     r = ref.detach().to("cpu", o.dtype)
@@ -127,7 +127,7 @@ def compare(trial: int, index: int, out: Any, ref: Any, target: Target) -> Outpu
     rms = float(torch.sqrt(torch.mean(torch.abs(r[ref_finite]) ** 2))) if ref_finite.any() else 0.0
     # An absolute floor scaled to the result's magnitude: cancellation near zero in a
     # large reduction must not fail an otherwise faithful kernel.
-    abs_floor = atol if target.atol is not None else rtol * max(rms, 1e-30)
+    abs_floor = atol if atol is not None else rtol * max(rms, 1e-30)
     bad_nonfinite = (~torch.isfinite(o)) & ref_finite
     both_nan = torch.isnan(o) & torch.isnan(r)
     same_inf = torch.isinf(o) & torch.isinf(r) & (o == r)

@@ -1,0 +1,346 @@
+"""The daemon: watch, queue, work, report -- in the foreground or under systemd.
+
+``profd watch DIR`` and ``profd daemon`` both run ``Daemon.run``; they differ only
+in how they talk (human lines vs journald-prefixed log lines). The daemon process
+holds no GPU context: every measurement runs in a child (forked from the warm
+worker, or started cold), and the GPU is only ever looked at through NVML.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, TextIO
+
+from profd import config as config_mod
+from profd.config import Config
+from profd.jobqueue import JobQueue
+from profd.model import Job, JobKind, JobState
+from profd.paths import state_dir
+from profd.store import Store
+from profd.watcher import Watcher
+
+log = logging.getLogger("profd")
+
+
+# --------------------------------------------------------------------------- systemd
+
+
+def sd_notify(message: str) -> bool:
+    """Send a datagram to systemd's notify socket (no-op outside systemd)."""
+    addr = os.environ.get("NOTIFY_SOCKET")
+    if not addr:
+        return False
+    if addr.startswith("@"):  # abstract namespace
+        addr = "\0" + addr[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            s.connect(addr)
+            s.sendall(message.encode())
+        return True
+    except OSError:
+        return False
+
+
+class JournalFormatter(logging.Formatter):
+    """``<N>message``: journald reads the syslog priority from the prefix."""
+
+    LEVELS = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6, logging.DEBUG: 7}
+
+    def format(self, record: logging.LogRecord) -> str:
+        prio = self.LEVELS.get(record.levelno, 6)
+        return "\n".join(f"<{prio}>{line}" for line in super().format(record).splitlines())
+
+
+def setup_logging(service: bool, verbose: bool = False) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if service or os.environ.get("JOURNAL_STREAM"):
+        handler.setFormatter(JournalFormatter("%(name)s: %(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+# --------------------------------------------------------------------------- instance lock
+
+
+class AlreadyRunning(Exception):
+    pass
+
+
+def acquire_lock(directory: Path) -> Any:
+    """One daemon per state directory: an exclusive flock held for the process's life."""
+    path = directory / "daemon.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        try:
+            other = os.read(fd, 64).decode().strip()
+        finally:
+            os.close(fd)
+        raise AlreadyRunning(
+            f"another profd daemon (pid {other or '?'}) already uses the state directory {directory}. Stop it "
+            "(systemctl --user stop profd, or kill that pid), or give this one its own PROFD_STATE_DIR.") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
+
+
+# --------------------------------------------------------------------------- GPU presence (NVML only)
+
+
+def gpu_summary() -> tuple[bool, str]:
+    """Is there a GPU, by NVML (which creates no CUDA context)? And a line about it."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            n = pynvml.nvmlDeviceGetCount()
+            if n == 0:
+                return False, "NVML found no GPU"
+            name = pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(0))
+            name = name.decode() if isinstance(name, bytes) else name
+            return True, f"{n} GPU(s), first: {name}"
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception as e:
+        if os.path.exists("/dev/kfd"):
+            return True, "AMD GPU (/dev/kfd present)"
+        return False, (f"no GPU found ({type(e).__name__}): kernels run in Triton's CPU interpreter, so verdicts "
+                       "are real but timings are not representative and hardware counters are skipped")
+
+
+# --------------------------------------------------------------------------- the daemon
+
+
+@dataclass
+class DaemonState:
+    """What ``profd status`` shows; written to ``daemon.json`` about once a second."""
+
+    pid: int
+    started_at: float
+    mode: str  # "foreground" or "service"
+    watched: list[str]
+    watcher: str = "stopped"
+    watcher_note: str = ""
+    gpu: str = ""
+    current_job: Optional[dict[str, Any]] = None
+    heartbeat: float = 0.0
+    jobs_done: int = 0
+    config_source: str = ""
+    warm_worker: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+class Daemon:
+    """Watch directories, queue saves, run one job at a time, report each step."""
+
+    def __init__(self, cfg: Config, *, service: bool = False, out: TextIO = sys.stdout,
+                 config_file: Optional[Path] = None, once: bool = False) -> None:
+        self.cfg = cfg
+        self.service = service
+        self.out = out
+        self.config_file = config_file
+        self.once = once  # exit when the queue is empty (tests, one-shot runs)
+        self.stop_requested = threading.Event()
+        self.reload_requested = threading.Event()
+        self.current: Optional[Job] = None
+        self.job_started = 0.0
+        self.warm: Any = None
+        self.watcher: Optional[Watcher] = None
+        self.state_dir = state_dir()
+        self.state = DaemonState(pid=os.getpid(), started_at=time.time(), mode="service" if service else "foreground",
+                                 watched=list(cfg.watch.dirs), config_source=cfg.source)
+        self.last_loop = time.monotonic()
+
+    # ------------------------------------------------------------------ output
+
+    def say(self, text: str) -> None:
+        """A human line in the foreground; an info log line under systemd."""
+        if self.service:
+            for line in text.rstrip().splitlines():
+                log.info(line)
+        else:
+            print(text, file=self.out, flush=True)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _signals(self) -> None:
+        def on_term(signum: int, frame: Any) -> None:
+            self.stop_requested.set()
+            # Abandon the measurement in flight; its job goes back to the queue.
+            if self.warm is not None:
+                self.warm.kill_current()
+
+        signal.signal(signal.SIGTERM, on_term)
+        signal.signal(signal.SIGINT, on_term)
+        signal.signal(signal.SIGHUP, lambda s, f: self.reload_requested.set())
+
+    def _start_watcher(self, store: Store) -> None:
+        if not self.cfg.watch.dirs:
+            self.state.watcher = "none"
+            return
+
+        def known(path: Path) -> Optional[str]:
+            row = store.db.execute("SELECT content_hash FROM jobs WHERE path=? AND content_hash != '' "
+                                   "ORDER BY id DESC LIMIT 1", (str(path),)).fetchone()
+            if row is None:
+                row = store.db.execute("SELECT content_hash FROM runs WHERE target=? ORDER BY id DESC LIMIT 1",
+                                       (str(path),)).fetchone()
+            return row[0] if row else None
+
+        queue = JobQueue(Store(store.path))  # the watcher thread gets its own connection
+
+        def on_change(path: Path, digest: str) -> None:
+            job, created = queue.enqueue(path, JobKind.PROFILE, digest)
+            if created:
+                self.say(f"saved: {path.name} -> job {job.id} queued")
+
+        w = self.cfg.watch
+        self.watcher = Watcher(w.dirs, on_change, patterns=w.patterns, ignore=w.ignore,
+                               debounce_s=w.debounce_ms / 1000.0, rescan_s=w.rescan_s, polling=w.polling,
+                               exclude=[self.state_dir], known_digest=known)
+        self.watcher.start()
+        self.state.watcher = self.watcher.mode
+        self.state.watcher_note = self.watcher.fallback_reason
+        # Files saved while profd was not running (or never profiled) are picked up now.
+        self.watcher.rescan()
+
+    def _reload(self, store: Store) -> None:
+        self.reload_requested.clear()
+        try:
+            new = config_mod.load(self.config_file)
+        except config_mod.ConfigError as e:
+            log.error("config reload failed, keeping the old one: %s", e)
+            return
+        if not new.watch.dirs:
+            new.watch.dirs = self.cfg.watch.dirs  # dirs given on the command line stay
+        old_watch = self.cfg.watch
+        self.cfg = new
+        self.state.config_source = new.source
+        if new.watch != old_watch and self.watcher is not None:
+            self.watcher.stop()
+            self._start_watcher(store)
+            self.state.watched = list(new.watch.dirs)
+        self.say(f"config reloaded from {new.source}")
+
+    def write_state(self) -> None:
+        self.state.heartbeat = time.time()
+        self.state.current_job = (
+            {"id": self.current.id, "path": self.current.path, "kind": self.current.kind.value,
+             "running_s": round(time.time() - self.job_started, 1)} if self.current else None)
+        self.state.warm_worker = bool(self.warm is not None and self.warm.alive())
+        tmp = self.state_dir / "daemon.json.tmp"
+        tmp.write_text(json.dumps(self.state.__dict__))
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, self.state_dir / "daemon.json")
+
+    def healthy(self) -> bool:
+        """For systemd's watchdog: the loop turns (or a job is within its limit) and the watcher lives."""
+        loop_ok = time.monotonic() - self.last_loop < 10.0 or (
+            self.current is not None and time.time() - self.job_started < self.cfg.run.timeout_s * 3 + 60)
+        watch_ok = self.watcher is None or self.watcher.healthy()
+        return loop_ok and watch_ok
+
+    def _keepalive(self) -> None:
+        usec = os.environ.get("WATCHDOG_USEC")
+        if not usec:
+            return
+        period = max(int(usec) / 1e6 / 2, 0.5)
+
+        def beat() -> None:
+            while not self.stop_requested.wait(period):
+                if self.healthy():
+                    sd_notify("WATCHDOG=1")
+                else:
+                    log.error("unhealthy: not sending the watchdog keep-alive")
+
+        threading.Thread(target=beat, name="profd-watchdog", daemon=True).start()
+
+    def run(self) -> int:
+        """Run until SIGTERM/SIGINT (or, with ``once``, until the queue is empty)."""
+        lock = acquire_lock(self.state_dir)
+        try:
+            return self._run()
+        finally:
+            os.close(lock)
+
+    def _run(self) -> int:
+        self._signals()
+        store = Store()
+        queue = JobQueue(store)
+        for job in queue.recover():
+            self.say(f"re-queued job {job.id} ({Path(job.path).name}): it was running when profd stopped")
+        has_gpu, gpu_line = gpu_summary()
+        self.state.gpu = gpu_line
+        self.say(f"profd {'daemon' if self.service else 'watch'}: {gpu_line}")
+        if self.cfg.run.warm_worker:
+            from profd.warm import WarmWorker
+
+            self.warm = WarmWorker()
+            try:
+                self.warm.start()
+            except Exception as e:
+                self.say(f"warm worker unavailable ({e}); each job starts a fresh process")
+                self.warm = None
+        try:
+            self._start_watcher(store)
+        except FileNotFoundError as e:
+            self.say(f"error: {e}")
+            return 2
+        if self.watcher is not None:
+            self.say(f"watching {', '.join(self.cfg.watch.dirs)} ({self.watcher.mode}"
+                     f"{'; ' + self.watcher.fallback_reason if self.watcher.fallback_reason else ''})")
+        self.write_state()
+        sd_notify(f"READY=1\nSTATUS=watching {len(self.cfg.watch.dirs)} dir(s); {gpu_line}\nMAINPID={os.getpid()}")
+        self._keepalive()
+        from profd.worker import Worker
+
+        worker = Worker(self, store, queue, has_gpu)
+        last_state = 0.0
+        try:
+            while not self.stop_requested.is_set():
+                self.last_loop = time.monotonic()
+                if self.reload_requested.is_set():
+                    self._reload(store)
+                job = queue.claim()
+                if job is None:
+                    if self.once and not queue.pending():
+                        break
+                    if time.time() - last_state > 1.0:
+                        self.write_state()
+                        last_state = time.time()
+                    self.stop_requested.wait(0.1)
+                    continue
+                self.current, self.job_started = job, time.time()
+                self.write_state()
+                try:
+                    worker.process(job)
+                finally:
+                    self.current = None
+                    self.state.jobs_done += 1
+                    self.write_state()
+        finally:
+            sd_notify("STOPPING=1")
+            if self.watcher is not None:
+                self.watcher.stop()
+            if self.warm is not None:
+                self.warm.close()
+            self.state.watcher = "stopped"
+            self.write_state()
+            store.close()
+        self.say("profd stopped")
+        return 0

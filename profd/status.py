@@ -1,0 +1,85 @@
+"""``profd status``: the daemon's heartbeat file, the queue and the last results."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from profd.jobqueue import JobQueue
+from profd.paths import state_dir
+from profd.store import Store
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def collect() -> dict[str, Any]:
+    """Everything status shows, as plain data (also the --json output)."""
+    sd = state_dir()
+    daemon: dict[str, Any] = {}
+    f = sd / "daemon.json"
+    if f.exists():
+        try:
+            daemon = json.loads(f.read_text())
+        except json.JSONDecodeError:
+            daemon = {}
+    running = bool(daemon) and daemon.get("watcher") != "stopped" and _alive(int(daemon.get("pid", 0))) \
+        and time.time() - float(daemon.get("heartbeat", 0)) < 300
+    with Store() as store:
+        q = JobQueue(store)
+        pending = [j.to_dict() for j in q.pending()]
+        counts = q.counts()
+        last = []
+        for target in store.targets():
+            runs = store.history(target, limit=1)
+            if runs:
+                last.append(runs[0].to_dict())
+    data: dict[str, Any] = {"running": running, "state_dir": str(sd), "daemon": daemon, "queue": pending,
+                            "job_counts": counts, "last_results": last}
+    try:
+        from profd.mail import outbox_status
+
+        data["mail"] = outbox_status().to_dict()
+    except ImportError:
+        pass
+    return data
+
+
+def render(data: dict[str, Any]) -> str:
+    """Human text for ``profd status``."""
+    d = data["daemon"]
+    lines = []
+    if data["running"]:
+        lines.append(f"profd is running (pid {d['pid']}, {d['mode']}, up {time.time() - d['started_at']:.0f} s)")
+        lines.append(f"  watching: {', '.join(d['watched']) or '-'} ({d['watcher']})")
+        if d.get("watcher_note"):
+            lines.append(f"  note: {d['watcher_note']}")
+        lines.append(f"  device: {d.get('gpu', '?')}; warm worker: {'yes' if d.get('warm_worker') else 'no'}")
+        cj = d.get("current_job")
+        lines.append(f"  current job: {cj['id']} {cj['kind']} {Path(cj['path']).name} ({cj['running_s']} s)"
+                     if cj else "  current job: none")
+    else:
+        lines.append("profd is not running" + (f" (last seen pid {d.get('pid')})" if d else ""))
+    lines.append(f"  state: {data['state_dir']}")
+    q = data["queue"]
+    lines.append(f"queue: {len(q)} pending" + "".join(
+        f"\n  job {j['id']}: {j['kind']} {Path(j['path']).name} ({j['state']})" for j in q[:10]))
+    if data["last_results"]:
+        lines.append("last results:")
+        for r in data["last_results"]:
+            t = f"{r['median_ms']:.4g} ms" if r["median_ms"] is not None else "-"
+            lines.append(f"  {Path(r['target']).name:30} {r['status']:14} {t:>12}  {r['device'] or ''}")
+    mail = data.get("mail")
+    if mail and mail.get("pending"):
+        lines.append(f"mail: {mail['pending']} report(s) not sent; last error: {mail.get('last_error', '')}")
+    return "\n".join(lines)

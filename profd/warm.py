@@ -1,0 +1,119 @@
+"""Parent side of the warm worker (see ``profd.zygote``): same contract as
+``harness.run_child``, a fraction of the start-up time."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Optional
+
+from profd.harness import ChildRequest, ChildRun, run_child, scrubbed_env
+
+
+class WarmWorker:
+    """One zygote process; ``run`` forks a harness child from it."""
+
+    def __init__(self, start_timeout_s: float = 120.0) -> None:
+        self.proc: Optional[subprocess.Popen] = None
+        self.start_timeout_s = start_timeout_s
+        self.lock = threading.Lock()
+        self.current_pid: Optional[int] = None
+        self.interpret = False
+
+    def start(self) -> None:
+        env = scrubbed_env()
+        self.proc = subprocess.Popen([sys.executable, "-m", "profd.zygote"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True,
+                                     start_new_session=True)
+        line = self._readline(self.start_timeout_s)
+        if not line or "ready" not in line:
+            self.close()
+            raise RuntimeError("the warm worker did not start; falling back to a fresh process per job")
+        self.interpret = bool(json.loads(line).get("interpret"))
+
+    def _readline(self, timeout_s: float) -> str:
+        assert self.proc and self.proc.stdout
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout_s)
+        return self.proc.stdout.readline() if ready else ""
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def close(self) -> None:
+        if self.proc is not None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            self.proc.wait(timeout=5)
+            self.proc = None
+
+    def kill_current(self) -> None:
+        """Abandon the running measurement (SIGTERM of the daemon, pre-emption)."""
+        pid = self.current_pid
+        if pid:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    def run(self, req: ChildRequest, *, timeout_s: float = 120.0, workdir: Optional[Path] = None) -> ChildRun:
+        """Fork a child for ``req``; a dead zygote falls back to a cold child."""
+        if req.force_cpu and self.alive() and not self.interpret:
+            # This zygote's Triton is in GPU mode; the interpreter needs a cold child.
+            return run_child(req, timeout_s=timeout_s, workdir=workdir)
+        with self.lock:
+            if not self.alive():
+                try:
+                    self.start()
+                except Exception:
+                    return run_child(req, timeout_s=timeout_s, workdir=workdir)
+            scratch = Path(tempfile.mkdtemp(prefix="profd-child-", dir=workdir))
+            os.chmod(scratch, 0o700)
+            req_path, res_path = scratch / "request.json", scratch / "result.json"
+            req_path.write_text(json.dumps(req.__dict__))
+            msg = {"request": str(req_path), "result": str(res_path), "cwd": str(scratch), "env": scrubbed_env()}
+            t0 = time.time()
+            try:
+                assert self.proc and self.proc.stdin
+                self.proc.stdin.write(json.dumps(msg) + "\n")
+                self.proc.stdin.flush()
+                line = self._readline(30.0)
+                pid = int(json.loads(line)["pid"])
+            except Exception:
+                self.close()
+                return run_child(req, timeout_s=timeout_s, workdir=workdir)
+            self.current_pid = pid
+            exit_file = scratch / "exit.json"
+            timed_out = False
+            while not exit_file.exists():
+                if time.time() - t0 > timeout_s:
+                    timed_out = True
+                    self.kill_current()
+                    deadline = time.time() + 10
+                    while not exit_file.exists() and time.time() < deadline:
+                        time.sleep(0.02)
+                    break
+                if not self.alive():
+                    break
+                time.sleep(0.01)
+            self.current_pid = None
+            rc = json.loads(exit_file.read_text())["returncode"] if exit_file.exists() else None
+            result = None
+            if res_path.exists():
+                try:
+                    result = json.loads(res_path.read_text())
+                except json.JSONDecodeError:
+                    result = None
+            phase_file = res_path.with_suffix(".phase")
+            read = lambda p: p.read_text(errors="replace") if p.exists() else ""  # noqa: E731
+            return ChildRun(result, rc, timed_out, read(scratch / "stdout.log"), read(scratch / "stderr.log"),
+                            read(phase_file), time.time() - t0)

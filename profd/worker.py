@@ -1,0 +1,88 @@
+"""What the daemon does with one job: the steps of a save, reported as they finish."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from profd.jobqueue import JobQueue
+from profd.model import Job, JobKind, JobState
+from profd.pipeline import Cancelled, ProfileResult, profile
+from profd.store import Store
+
+log = logging.getLogger("profd.worker")
+
+
+class Worker:
+    """Runs jobs for a Daemon (one at a time: the daemon's loop is the only caller)."""
+
+    def __init__(self, daemon: Any, store: Store, queue: JobQueue, has_gpu: bool) -> None:
+        self.daemon = daemon
+        self.store = store
+        self.queue = queue
+        self.has_gpu = has_gpu
+
+    def process(self, job: Job) -> None:
+        """Run ``job``; every outcome ends in finish() or requeue(), never in an exception."""
+        path = Path(job.path)
+        if not path.exists():
+            self.queue.finish(job, JobState.DONE, "the file no longer exists (deleted or renamed before its turn)")
+            self.daemon.say(f"skipped job {job.id}: {path.name} was deleted or renamed")
+            return
+        try:
+            if job.kind == JobKind.PROFILE:
+                self._profile(job, path)
+            elif job.kind in (JobKind.TUNE, JobKind.NIGHTLY):
+                self._tune(job, path)
+        except Cancelled:
+            self.queue.requeue(job, "abandoned at shutdown; will re-run")
+            self.daemon.say(f"job {job.id} ({path.name}) abandoned at shutdown; it will re-run on restart")
+        except Exception as e:  # profd's own bug: keep the daemon alive, keep the job's record
+            log.exception("job %s failed inside profd", job.id)
+            self.queue.finish(job, JobState.FAILED, f"{type(e).__name__}: {e}")
+            self.daemon.say(f"job {job.id} ({path.name}) failed inside profd: {type(e).__name__}: {e}")
+
+    def _profile(self, job: Job, path: Path) -> None:
+        cfg = self.daemon.cfg.run
+
+        def on_step(step: str, res: ProfileResult) -> None:
+            if step == "verdict":
+                self.daemon.say(quick_line(res))
+            elif step == "report" and res.counters is not None:
+                self.daemon.say(res.report)
+
+        res = profile(path, self.store, counters=cfg.counters and self.has_gpu, full_set=cfg.full_set,
+                      timeout_s=cfg.timeout_s, force_cpu=cfg.force_cpu, runner=self.daemon.warm,
+                      cancelled=self.daemon.stop_requested.is_set, on_step=on_step)
+        self.queue.finish(job, JobState.DONE, "" if res.measurement.correct else res.measurement.verdict.status.value)
+        if cfg.auto_tune_budget > 0 and res.measurement.correct:
+            self.queue.enqueue(path, JobKind.TUNE, res.measurement.content_hash)
+
+    def _tune(self, job: Job, path: Path) -> None:
+        from profd.tune import tune_job
+
+        tune_job(self, job, path)
+
+
+def quick_line(res: ProfileResult) -> str:
+    """One line: correct? how fast vs last and best?"""
+    m = res.measurement
+    name = Path(m.target).name
+    if not m.correct:
+        where = f" line {m.verdict.line}:" if m.verdict.line else ""
+        return f"✗ {name}: {m.verdict.status.value} —{where} {m.verdict.message}"
+    t = m.timing
+    if t is None:
+        return f"✓ {name}: correct"
+    parts = [f"✓ {name}: correct, {t.median_ms:.4g} ms (±{t.spread_pct:.1f}%)"]
+    if t.tflops and t.representative:
+        parts.append(f"{t.tflops:.1f} TFLOP/s")
+    if t.gbps and t.representative:
+        parts.append(f"{t.gbps:.1f} GB/s")
+    for label, rec in (("last", res.previous), ("best", res.best)):
+        if rec and rec.median_ms:
+            parts.append(f"{rec.median_ms / t.median_ms:.2f}× vs {label}")
+    if not t.representative:
+        parts.append("CPU interpreter: time not representative")
+    return ", ".join(parts)
