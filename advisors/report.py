@@ -1,0 +1,677 @@
+"""The per-save report: markdown for the store and mail, plain text for the terminal, JSON.
+
+The report answers, in this order (DESIGN.md, Reports):
+
+1. Is it still correct?
+2. How fast, against the last run and the best so far?
+3. Where does it sit on this device's roofline?
+4. What limits it, ranked by estimated gain, with the evidence and the lever in the user's source?
+5. What did the profiler's own analysis (Nsight Compute rules) say?
+6. What did the advisor try, and what was kept?
+
+Every number carries its unit, and every metric its meaning.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, Iterable, Mapping, Optional, Sequence, Union
+
+from hwspecs.spec import Ceilings, DeviceSpec
+from profd.model import CounterTable, Finding, Measurement, Roofline, RuleMessage, Severity, Status
+
+from advisors.rules._base import message_text
+
+SECTION_TITLES = (
+    "1. Is it still correct?",
+    "2. How fast?",
+    "3. Where on the roofline?",
+    "4. What limits it?",
+    "5. The profiler's own analysis",
+    "6. What the advisor tried",
+)
+
+BOUND_MEANING = {
+    "memory-bound": "time is set by the bytes moved to and from device memory; compute has headroom",
+    "compute-bound": "time is set by arithmetic throughput; memory has headroom",
+    "latency-bound": "far below both ceilings (< 30%): neither memory nor compute is busy, the kernel waits "
+                     "(too little in flight, too few warps, long dependency chains)",
+    "launch-bound": "so short (< 10 µs) that launch and ramp-up costs dominate",
+    "unknown": "not enough data to place it (no FLOP or byte counts, or no device ceilings)",
+}
+
+_SEVERITY_MARK = {Severity.HIGH: "high", Severity.MEDIUM: "medium", Severity.LOW: "low", Severity.INFO: "info"}
+
+HistoryItem = Union[Measurement, Mapping[str, Any]]
+
+
+# ---------------------------------------------------------------------- number formatting
+
+
+def fmt_time_ns(ns: Optional[float]) -> str:
+    """A duration with a sensible unit: ns, µs, ms or s."""
+    if ns is None or (isinstance(ns, float) and math.isnan(ns)):
+        return "n/a"
+    a = abs(ns)
+    if a < 1e3:
+        return f"{ns:.0f} ns"
+    if a < 1e6:
+        return f"{ns / 1e3:.2f} µs" if a < 1e4 else f"{ns / 1e3:.1f} µs"
+    if a < 1e9:
+        return f"{ns / 1e6:.3f} ms" if a < 1e7 else f"{ns / 1e6:.2f} ms"
+    return f"{ns / 1e9:.3f} s"
+
+
+def fmt_ms(ms: Optional[float]) -> str:
+    return "n/a" if ms is None else fmt_time_ns(ms * 1e6)
+
+
+def fmt_bandwidth(bytes_per_s: Optional[float]) -> str:
+    """Bytes per second as GB/s or TB/s (decimal, as datasheets quote them)."""
+    if bytes_per_s is None:
+        return "n/a"
+    gbps = bytes_per_s / 1e9
+    return f"{gbps / 1e3:.2f} TB/s" if gbps >= 1000 else f"{gbps:.1f} GB/s" if gbps >= 1 else f"{gbps * 1e3:.1f} MB/s"
+
+
+def fmt_gbps(gbps: Optional[float]) -> str:
+    return "n/a" if gbps is None else fmt_bandwidth(gbps * 1e9)
+
+
+def fmt_tflops(tflops: Optional[float]) -> str:
+    if tflops is None:
+        return "n/a"
+    return f"{tflops:.1f} TFLOP/s" if tflops >= 1 else f"{tflops * 1e3:.1f} GFLOP/s"
+
+
+def fmt_bytes(n: Optional[float]) -> str:
+    if n is None:
+        return "n/a"
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if abs(n) >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n:.0f} B"
+
+
+def fmt_count(v: float) -> str:
+    if float(v).is_integer():
+        return f"{int(v):,}"
+    return f"{v:,.2f}" if abs(v) < 100 else f"{v:,.0f}"
+
+
+def fmt_value(value: Optional[float], unit: str) -> str:
+    """A metric value in its unit, scaled for reading."""
+    if value is None:
+        return "n/a"
+    if unit == "%":
+        return f"{value:.1f}%"
+    if unit == "ns":
+        return fmt_time_ns(value)
+    if unit == "B/s":
+        return fmt_bandwidth(value)
+    if unit == "B":
+        return fmt_bytes(value)
+    if unit == "Hz":
+        return f"{value / 1e9:.2f} GHz"
+    if unit in ("cycles/issue", "cycles", "x", "inst/cycle", "way", "waves"):
+        return f"{value:.2f} {unit}" if unit != "x" else f"{value:.2f}x"
+    return f"{fmt_count(value)} {unit}".strip()
+
+
+# ---------------------------------------------------------------------- history access
+
+
+def _get(obj: Any, *path: str) -> Any:
+    """Read a nested field from a dataclass or a dict (the store may hand us either)."""
+    for key in path:
+        if obj is None:
+            return None
+        obj = obj.get(key) if isinstance(obj, Mapping) else getattr(obj, key, None)
+    return obj
+
+
+def _median_ms(m: HistoryItem) -> Optional[float]:
+    v = _get(m, "timing", "median_ms")
+    if v is None:
+        v = _get(m, "median_ms")
+    return float(v) if v is not None else None
+
+
+def _is_correct(m: HistoryItem) -> bool:
+    status = _get(m, "verdict", "status")
+    if status is None:
+        c = _get(m, "correct")
+        return bool(c) if c is not None else True
+    return (status.value if isinstance(status, Status) else str(status)) == Status.CORRECT.value
+
+
+def _spread_pct(m: HistoryItem) -> Optional[float]:
+    p25, p75, med = _get(m, "timing", "p25_ms"), _get(m, "timing", "p75_ms"), _median_ms(m)
+    if p25 is None or p75 is None or not med:
+        return None
+    return 100.0 * (float(p75) - float(p25)) / med
+
+
+# ---------------------------------------------------------------------- the report
+
+
+def render_markdown(
+    *,
+    target: str = "",
+    measurement: Optional[HistoryItem] = None,
+    history: Sequence[HistoryItem] = (),
+    roofline: Optional[Roofline] = None,
+    findings: Sequence[Finding] = (),
+    table: Optional[CounterTable] = None,
+    spec: Optional[DeviceSpec] = None,
+    ceilings: Optional[Ceilings] = None,
+    tuning: Any = None,
+    device_note: str = "",
+    max_findings: int = 12,
+) -> str:
+    """The per-save report as markdown, sections in the order DESIGN.md gives.
+
+    ``measurement`` is this run (a ``Measurement`` or its dict); ``None`` means the report
+    explains a profiler capture (``profd explain``): correctness is skipped and speed starts at
+    the profiler's own durations. ``history`` holds earlier measurements of the same target,
+    oldest first (the last one is "last run"); it may be empty. ``tuning`` is what the advisor
+    tried: a list of ``CandidateVerdict`` (or dicts), or a dict with ``verdicts`` and optional
+    ``candidates``; ``None`` leaves a placeholder.
+    """
+    out: list[str] = []
+    title = f"# profd report: {target}" if target else "# profd report"
+    out.append(title)
+    out.append("")
+    out.append(_device_line(spec, ceilings, table, device_note))
+    out.append("")
+    out += _section_correctness(measurement)
+    out += _section_speed(measurement, history, table, spec)
+    out += _section_roofline(roofline, ceilings, table)
+    out += _section_findings(findings, max_findings, table)
+    out += _section_profiler(table, findings)
+    out += _section_tuning(tuning)
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _device_line(spec: Optional[DeviceSpec], ceilings: Optional[Ceilings], table: Optional[CounterTable],
+                 note: str) -> str:
+    parts = []
+    if spec is not None:
+        parts.append(f"**Device:** {spec.name} ({spec.sm_count} {'CUs' if spec.vendor.upper() == 'AMD' else 'SMs'}, "
+                     f"{fmt_gbps(spec.memory_bandwidth_gbps)} peak memory bandwidth)")
+    elif table is not None and table.device_name:
+        parts.append(f"**Device:** {table.device_name} (not in profd's device database)")
+    else:
+        parts.append("**Device:** unknown")
+    if table is not None:
+        parts.append(f"**Profiler:** {table.source}" + (f" (`{table.artifact}`)" if table.artifact else ""))
+    line = " · ".join(parts)
+    if note:
+        line += f"\n\n> {note}"
+    return line
+
+
+def _section_correctness(measurement: Optional[HistoryItem]) -> list[str]:
+    out = [f"## {SECTION_TITLES[0]}", ""]
+    if measurement is None:
+        out += ["Not checked: this report explains a profiler capture, with no run of the kernel against a "
+                "reference. Run `profd profile FILE` to verify correctness and time it.", ""]
+        return out
+    verdict = _get(measurement, "verdict")
+    status = _get(verdict, "status")
+    status_s = status.value if isinstance(status, Status) else str(status or "unknown")
+    trials = _get(verdict, "trials") or 0
+    if status_s == Status.CORRECT.value:
+        out.append(f"**Yes: correct** on {trials} random input set{'s' if trials != 1 else ''}.")
+    else:
+        msg = _get(verdict, "message") or ""
+        line = _get(verdict, "line")
+        where = f" (line {line})" if line else ""
+        out.append(f"**No: {status_s.replace('_', ' ')}**{where}. {msg}".rstrip())
+    checks = list(_get(verdict, "checks") or [])
+    if checks:
+        out += ["", "| output | shape | dtype | max abs error | max rel error | tolerance (rtol / atol) | passed |",
+                "| --- | --- | --- | --- | --- | --- | --- |"]
+        # Per output, the check that matters: a failing one if any, else the largest error.
+        worst: dict[Any, Any] = {}
+        for c in checks:
+            o = _get(c, "output")
+            key = (not _get(c, "passed"), _get(c, "max_rel_err") or 0.0)
+            prev = worst.get(o)
+            if prev is None or key > (not _get(prev, "passed"), _get(prev, "max_rel_err") or 0.0):
+                worst[o] = c
+        for o, c in sorted(worst.items(), key=lambda kv: kv[0] if kv[0] is not None else -1):
+            shape = "×".join(str(s) for s in (_get(c, "shape") or [])) or "scalar"
+            passed = "yes" if _get(c, "passed") else f"**no**: {_get(c, 'reason') or 'outside tolerance'}"
+            out.append(f"| {o} | {shape} | {_get(c, 'dtype')} | {_sci(_get(c, 'max_abs_err'))} | "
+                       f"{_sci(_get(c, 'max_rel_err'))} | {_sci(_get(c, 'rtol'))} / {_sci(_get(c, 'atol'))} | {passed} |")
+        out.append("")
+        out.append("Errors are the worst over all trials, against the reference computed in higher precision.")
+    tb = _get(verdict, "traceback")
+    if tb and status_s != Status.CORRECT.value:
+        out += ["", "```", str(tb).strip()[-1500:], "```"]
+    out.append("")
+    return out
+
+
+def _sci(v: Any) -> str:
+    if v is None:
+        return "n/a"
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return str(v)
+    return "0" if f == 0 else f"{f:.2e}"
+
+
+def _section_speed(measurement: Optional[HistoryItem], history: Sequence[HistoryItem],
+                   table: Optional[CounterTable], spec: Optional[DeviceSpec] = None) -> list[str]:
+    out = [f"## {SECTION_TITLES[1]}", ""]
+    timing = _get(measurement, "timing") if measurement is not None else None
+    if timing is not None:
+        med = _get(timing, "median_ms")
+        p25, p75 = _get(timing, "p25_ms"), _get(timing, "p75_ms")
+        spread = _spread_pct(measurement)
+        out.append(f"- **Median:** {fmt_ms(med)} per call over {_get(timing, 'runs')} runs "
+                   f"({_get(timing, 'method') or 'timed'}"
+                   f"{', L2 flushed' if _get(timing, 'l2_flushed') else ''})")
+        if p25 is not None and p75 is not None:
+            out.append(f"- **Spread:** {fmt_ms(p25)} to {fmt_ms(p75)} (inter-quartile range, "
+                       f"{spread:.1f}% of the median: the noise a change must beat); "
+                       f"min {fmt_ms(_get(timing, 'min_ms'))}, max {fmt_ms(_get(timing, 'max_ms'))}")
+        tf, gb = _get(timing, "tflops"), _get(timing, "gbps")
+        if tf is not None or gb is not None:
+            rates = []
+            if tf is not None:
+                rates.append(fmt_tflops(tf))
+            if gb is not None:
+                rates.append(f"{fmt_gbps(gb)} of useful traffic")
+            out.append(f"- **Throughput:** {', '.join(rates)} (from the target's flops() / bytes_moved())")
+        if _get(timing, "representative") is False:
+            out.append("- Note: not representative of GPU speed (CPU / interpreter timing); compare only with "
+                       "runs of the same kind.")
+        if _get(timing, "note"):
+            out.append(f"- Note: {_get(timing, 'note')}")
+        out += _comparisons(measurement, history)
+        for w in list(_get(measurement, "warnings") or []):
+            out.append(f"- Warning: {w}")
+    elif measurement is not None:
+        out.append("No timing: the kernel did not run to completion or was not correct.")
+        out += _comparisons(measurement, history)
+    else:
+        if table is not None and table.source == "ncu":
+            why = ("Nsight Compute replays each launch and locks the clocks to base, so unprofiled runs of "
+                   "compute-bound kernels are faster")
+        else:
+            why = "profilers serialize launches and add overhead, so treat them as relative, not absolute"
+        out.append(f"No timed run: these are the profiler's own durations ({why}).")
+    if table is not None and len(table.frame):
+        out += [""] + _kernel_times(table)
+        clock = _main_metric(table, "sm_clock_hz")
+        if clock and spec is not None and spec.boost_clock_mhz and clock < 0.9 * spec.boost_clock_mhz * 1e6:
+            out += ["", f"The profiler ran the SMs at {clock / 1e9:.2f} GHz against a {spec.boost_clock_mhz / 1e3:.2f} GHz "
+                        f"boost clock: a compute-bound kernel runs up to "
+                        f"{spec.boost_clock_mhz * 1e6 / clock:.2f}x faster unprofiled, a memory-bound one barely "
+                        f"changes."]
+    out.append("")
+    return out
+
+
+def _main_metric(table: CounterTable, name: str) -> Optional[float]:
+    from advisors.diagnosis import kernel_rows
+
+    rows = kernel_rows(table)
+    if not rows:
+        return None
+    return max(rows, key=lambda r: r.total_ns or 0.0).metrics.get(name)
+
+
+def _comparisons(measurement: HistoryItem, history: Sequence[HistoryItem]) -> list[str]:
+    out = []
+    med = _median_ms(measurement)
+    noise = _spread_pct(measurement) or 0.0
+    previous = [h for h in history if _median_ms(h) is not None]
+    if not previous:
+        out.append("- **History:** first measurement of this target; nothing to compare with yet.")
+        return out
+    last = previous[-1]
+    out.append(f"- **vs last run:** {_compare(med, _median_ms(last), noise)}"
+               + ("" if _is_correct(last) else " (that run was not correct)"))
+    good = [h for h in previous if _is_correct(h)]
+    if good:
+        best = min(good, key=lambda h: _median_ms(h))
+        out.append(f"- **vs best so far:** {_compare(med, _median_ms(best), noise)} "
+                   f"(best {fmt_ms(_median_ms(best))} over {len(good)} correct earlier run"
+                   f"{'s' if len(good) != 1 else ''})")
+    return out
+
+
+def _compare(now: Optional[float], then: Optional[float], noise_pct: float) -> str:
+    if now is None or not then:
+        return "n/a"
+    change = 100.0 * (now - then) / then
+    speedup = then / now if now else float("inf")
+    if abs(change) <= max(noise_pct, 1.0):
+        verdict = "within noise"
+    elif change < 0:
+        verdict = f"**{speedup:.2f}x faster**"
+    else:
+        verdict = f"**{1 / speedup:.2f}x slower**"
+    return f"{fmt_ms(now)} vs {fmt_ms(then)}: {change:+.1f}%, {verdict}"
+
+
+def _kernel_times(table: CounterTable) -> list[str]:
+    from advisors.diagnosis import kernel_rows
+
+    rows = kernel_rows(table)
+    known = sum(r.total_ns for r in rows if r.total_ns) or 0.0
+    out = ["| kernel | launches | duration per launch | share of profiled time | SM clock while profiled |",
+           "| --- | --- | --- | --- | --- |"]
+    for r in sorted(rows, key=lambda r: -(r.total_ns or 0.0)):
+        d = r.metrics.get("duration_ns")
+        share = f"{100.0 * r.total_ns / known:.1f}%" if known and r.total_ns else "n/a"
+        clock = r.metrics.get("sm_clock_hz")
+        out.append(f"| `{_short(r.kernel)}` | {r.launches} | {fmt_time_ns(d) if d else 'n/a'} | {share} | "
+                   f"{fmt_value(clock, 'Hz') if clock else 'n/a'} |")
+    if not known:
+        out.append("")
+        out.append("The capture has no kernel durations (counter passes without timestamps).")
+    return out
+
+
+def _short(name: str, n: int = 60) -> str:
+    return name if len(name) <= n else name[: n - 1] + "…"
+
+
+def _section_roofline(roof: Optional[Roofline], ceilings: Optional[Ceilings],
+                      table: Optional[CounterTable]) -> list[str]:
+    out = [f"## {SECTION_TITLES[2]}", ""]
+    if roof is None:
+        out += ["Not placed: no time or traffic figures for this kernel.", ""]
+        return out
+    bound = roof.bound or "unknown"
+    out.append(f"**{bound}**: {BOUND_MEANING.get(bound, '')}.")
+    out.append("")
+    rows = [("arithmetic intensity", f"{roof.intensity:.3g} FLOP/byte" if roof.intensity is not None else
+             "unknown (the capture counted no floating-point operations)" if roof.flops is None else "n/a",
+             "FLOPs per byte of device-memory traffic")]
+    rows.append(("ridge point", f"{roof.ridge:.0f} FLOP/byte" if roof.ridge is not None else "n/a",
+                 "intensity where the memory and compute ceilings meet; below it memory bounds the kernel"))
+    if roof.achieved_tflops is not None:
+        rows.append(("achieved compute", fmt_tflops(roof.achieved_tflops),
+                     f"of {fmt_tflops(roof.peak_tflops)} {roof.precision} peak" if roof.peak_tflops else ""))
+    if roof.achieved_gbps is not None:
+        rows.append(("achieved memory bandwidth", fmt_gbps(roof.achieved_gbps),
+                     f"of {fmt_gbps(roof.peak_gbps)} peak" if roof.peak_gbps else ""))
+    if roof.pct_of_ceiling is not None:
+        rows.append(("share of the relevant ceiling", f"{roof.pct_of_ceiling:.0f}%",
+                     "how close to the roof at this intensity (80%+ leaves little to gain)"))
+    rows.append(("time per call", fmt_time_ns(roof.time_s * 1e9) if roof.time_s else "n/a", ""))
+    out += ["| quantity | value | meaning |", "| --- | --- | --- |"]
+    out += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    out.append("")
+    sol = _sol_rows(table)
+    if sol:
+        out.append("Speed of light (each unit's throughput as a percent of its own peak, from the profiler):")
+        out.append("")
+        out += ["| unit | % of peak |", "| --- | --- |"] + sol + [""]
+    src = roof.ceilings_source or (ceilings.source if ceilings is not None else "")
+    if src == "measured":
+        out.append("Ceilings were **measured** on this device (a device-to-device copy and a large matmul).")
+    elif src:
+        out.append("Ceilings are **datasheet** peaks, not measured on this device: real kernels top out "
+                   "somewhat below them.")
+    else:
+        out.append("No ceilings: the device is unknown, so percentages of peak come only from the profiler.")
+    notes = list(getattr(ceilings, "notes", []) or [])
+    if src != "measured":
+        notes = [n for n in notes if not n.startswith("datasheet peaks of")]
+    for n in notes[:3]:
+        out.append(f"- {n}")
+    out.append("")
+    return out
+
+
+_SOL_UNITS = (("sm_throughput_pct", "compute (busiest SM pipe)"), ("memory_throughput_pct", "memory (busiest unit)"),
+              ("dram_throughput_pct", "device memory (DRAM/HBM)"), ("l2_throughput_pct", "L2 cache"),
+              ("l1_throughput_pct", "L1 / shared memory"), ("tensor_pipe_pct", "tensor cores"),
+              ("mfma_util_pct", "matrix cores (MFMA)"), ("valu_util_pct", "vector ALU (VALU)"))
+
+
+def _sol_rows(table: Optional[CounterTable]) -> list[str]:
+    if table is None or not len(table.frame):
+        return []
+    from advisors.diagnosis import kernel_rows
+
+    rows = kernel_rows(table)
+    main = max(rows, key=lambda r: r.total_ns or 0.0)
+    return [f"| {words} | {main.metrics[m]:.1f}% |" for m, words in _SOL_UNITS if m in main.metrics]
+
+
+def _time_shares(table: Optional[CounterTable]) -> dict[str, float]:
+    """Percent of the profiled time per kernel (empty when the capture has no durations)."""
+    if table is None or not len(table.frame):
+        return {}
+    from advisors.diagnosis import kernel_rows
+
+    rows = kernel_rows(table)
+    total = sum(r.total_ns for r in rows if r.total_ns)
+    return {r.kernel: 100.0 * r.total_ns / total for r in rows if r.total_ns and total}
+
+
+def _section_findings(findings: Sequence[Finding], limit: int, table: Optional[CounterTable] = None) -> list[str]:
+    out = [f"## {SECTION_TITLES[3]}", ""]
+    if not findings:
+        out += ["No rule fired: none of the limits profd checks is clearly crossed with the metrics this capture "
+                "has (see the profiler's own analysis below).", ""]
+        return out
+    kernels = list(dict.fromkeys(f.kernel for f in findings))
+    shares = _time_shares(table) if len(kernels) > 1 else {}
+    out.append("Ranked by estimated gain (the share of the kernel's time the fix could save; estimates, not "
+               "promises, and overlapping: fixes for the top findings often shrink the others).")
+    out.append("")
+    for i, f in enumerate(findings[:limit], 1):
+        who = f" in `{_short(f.kernel)}`" if len(kernels) > 1 and f.kernel else ""
+        gain = f"est. gain ~{f.estimated_gain_pct:.0f}%" if f.severity != Severity.INFO else \
+            f"headroom ~{f.estimated_gain_pct:.0f}%" if f.estimated_gain_pct else "informational"
+        out.append(f"### {i}. {f.title}{who}")
+        out.append("")
+        share = shares.get(f.kernel)
+        of = f" of this kernel's time, which is {share:.0f}% of the profiled time" if share is not None else ""
+        out.append(f"*{_SEVERITY_MARK[f.severity]} · {gain}{of}* · rule `{f.rule}`")
+        out.append("")
+        out.append(f.summary)
+        out.append("")
+        if f.evidence:
+            out += ["| metric | value | threshold | meaning |", "| --- | --- | --- | --- |"]
+            for e in f.evidence:
+                thr = f"{e.comparison} {fmt_value(e.threshold, e.unit)}" if e.threshold is not None else \
+                    (e.comparison if e.comparison and e.comparison not in ("<", ">", ">=", "<=") else "")
+                out.append(f"| `{e.metric}` | {fmt_value(e.value, e.unit)} | {thr.strip()} | {e.meaning} |")
+            out.append("")
+        if f.levers:
+            out.append("What to change:")
+            out.append("")
+            for lv in f.levers:
+                out.append(f"- {_lever_text(lv)}")
+            out.append("")
+        if f.supporting:
+            names = ", ".join(dict.fromkeys(_rule_name(s) for s in f.supporting))
+            out.append(f"Nsight Compute agrees: {names} (section 5).")
+            out.append("")
+    if len(findings) > limit:
+        rest = findings[limit:]
+        out.append(f"{len(rest)} more finding{'s' if len(rest) != 1 else ''} with smaller estimated gains: "
+                   + "; ".join(f"{f.title} in `{_short(f.kernel, 40)}` (~{f.estimated_gain_pct:.0f}%)" for f in rest[:15])
+                   + ("; …" if len(rest) > 15 else "") + ".")
+        out.append("")
+    return out
+
+
+def _lever_text(lv: Any) -> str:
+    """``**NAME** = 64 at line 39: raise to 128. Why.`` or ``**program order**: what to do``."""
+    desc = lv.description
+    if lv.name and desc.startswith(lv.name):
+        return f"**{lv.name}**{desc[len(lv.name):]}"
+    return f"**{lv.name}**: {desc}"
+
+
+def _rule_name(supporting: str) -> str:
+    m = re.match(r"ncu (\w+)", supporting)
+    return m.group(1) if m else supporting[:30]
+
+
+def _section_profiler(table: Optional[CounterTable], findings: Sequence[Finding]) -> list[str]:
+    out = [f"## {SECTION_TITLES[4]}", ""]
+    if table is None:
+        out += ["No profiler capture for this run.", ""]
+        return out
+    if not table.rules:
+        who = "rocprof has no guided-analysis rules" if table.source.startswith("rocprof") else \
+            "the capture holds no rule messages"
+        out += [f"None: {who}; the findings above come from profd's rules on the counters.", ""]
+        return out
+    from advisors.diagnosis import unmatched_messages
+
+    supported = [(f, s) for f in findings for s in f.supporting]
+    if supported:
+        out.append("Supporting the findings above:")
+        out.append("")
+        shown: set[str] = set()
+        for f, s in supported:
+            if s in shown:
+                continue
+            shown.add(s)
+            out.append(f"- *{f.title}*: {s}")
+        out.append("")
+    rest = unmatched_messages(table, findings)
+    actionable = [m for m in rest if m.type.upper() not in ("INF", "INFO")]
+    info = [m for m in rest if m.type.upper() in ("INF", "INFO")]
+    if actionable:
+        out.append("Not matched to a finding (shown as Nsight Compute wrote them):")
+        out.append("")
+        out += [f"- {message_text(m)}" + _kernel_tag(m, table) for m in actionable]
+        out.append("")
+    if info:
+        out.append("Informational: " + "; ".join(f"{m.rule}: {m.message.strip()}" for m in info))
+        out.append("")
+    return out
+
+
+def _kernel_tag(m: RuleMessage, table: CounterTable) -> str:
+    return f" (`{_short(m.kernel, 40)}`)" if len(table.kernels()) > 1 else ""
+
+
+def _section_tuning(tuning: Any) -> list[str]:
+    out = [f"## {SECTION_TITLES[5]}", ""]
+    verdicts, candidates = _tuning_parts(tuning)
+    if tuning is None:
+        out += ["Nothing yet: the advisor runs on `profd tune FILE` and in the nightly pass; its candidates, "
+                "their measurements and what was kept will appear here.", ""]
+        return out
+    if not verdicts:
+        out += ["The advisor proposed no candidate for this save.", ""]
+        return out
+    by_id = {str(_get(c, "id")): c for c in candidates}
+    out += ["| candidate | advisor | change | speedup | kept? | why |", "| --- | --- | --- | --- | --- | --- |"]
+    for v in verdicts:
+        cid = str(_get(v, "candidate_id"))
+        c = by_id.get(cid)
+        speedup = _get(v, "speedup")
+        params = _get(c, "params") if c is not None else None
+        change = ", ".join(f"{k}={val}" for k, val in (params or {}).items()) or (_get(c, "rationale") or "")[:80]
+        out.append(f"| {cid} | {_get(c, 'advisor') or ''} | {change} | "
+                   f"{f'{speedup:.2f}x' if speedup else 'n/a'} | {'**yes**' if _get(v, 'accepted') else 'no'} | "
+                   f"{_get(v, 'reason') or ''} |")
+    kept = [v for v in verdicts if _get(v, "accepted")]
+    out.append("")
+    if kept:
+        best = max(kept, key=lambda v: _get(v, "speedup") or 0.0)
+        out.append(f"Kept: **{_get(best, 'candidate_id')}** ({(_get(best, 'speedup') or 0):.2f}x, correct and faster "
+                   f"beyond the measured noise).")
+    else:
+        out.append("Nothing kept: no candidate was both correct and faster beyond the measured noise.")
+    out.append("")
+    return out
+
+
+def _tuning_parts(tuning: Any) -> tuple[list[Any], list[Any]]:
+    if tuning is None:
+        return [], []
+    if isinstance(tuning, Mapping):
+        return list(tuning.get("verdicts") or []), list(tuning.get("candidates") or [])
+    if isinstance(tuning, (list, tuple)):
+        return list(tuning), []
+    return [], []
+
+
+# ---------------------------------------------------------------------- terminal and JSON
+
+
+def render_terminal(md: str) -> str:
+    """Plain text for a terminal: headings underlined, tables aligned, markdown marks removed."""
+    lines = md.splitlines()
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if line.lstrip().startswith("|"):
+            block = []
+            while i < len(lines) and lines[i].lstrip().startswith("|"):
+                block.append(lines[i])
+                i += 1
+            out += _table_text(block)
+            continue
+        m = re.match(r"^(#{1,6})\s+(.*)$", line)
+        if m:
+            text = _inline(m.group(2))
+            out.append(text)
+            if len(m.group(1)) <= 2:
+                out.append(("=" if len(m.group(1)) == 1 else "-") * min(len(text), 80))
+        elif line.startswith("> "):
+            out.append("  " + _inline(line[2:]))
+        elif line.strip() in ("```",):
+            pass
+        else:
+            out.append(_inline(line))
+        i += 1
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _inline(text: str) -> str:
+    text = re.sub(r"\*\*(.+?)\*\*", r"\1", text)
+    text = re.sub(r"(?<![\w*])\*(?!\s)(.+?)(?<!\s)\*(?![\w*])", r"\1", text)
+    text = re.sub(r"`([^`]*)`", r"\1", text)
+    text = re.sub(r"\[([^\]]+)\]\(([^)]+)\)", r"\1 (\2)", text)
+    return text
+
+
+def _table_text(block: list[str]) -> list[str]:
+    rows = []
+    for line in block:
+        cells = [_inline(c.strip()) for c in line.strip().strip("|").split("|")]
+        if all(re.fullmatch(r":?-{3,}:?", c) for c in cells if c):
+            continue
+        rows.append(cells)
+    if not rows:
+        return []
+    n = max(len(r) for r in rows)
+    widths = [min(60, max(len(r[j]) if j < len(r) else 0 for r in rows)) for j in range(n)]
+    out = []
+    for k, r in enumerate(rows):
+        out.append("  " + "  ".join((r[j] if j < len(r) else "").ljust(widths[j]) for j in range(n)).rstrip())
+        if k == 0:
+            out.append("  " + "  ".join("-" * widths[j] for j in range(n)))
+    return out
+
+
+def findings_json(findings: Iterable[Finding], roofline: Optional[Roofline]) -> dict[str, Any]:
+    """Findings and roofline as JSON-able data (for ``--json`` and the store)."""
+    fs = [f.to_dict() for f in findings]
+    return {
+        "findings": fs,
+        "count": len(fs),
+        "roofline": roofline.to_dict() if roofline is not None else None,
+        "top": fs[0]["rule"] if fs else None,
+    }
