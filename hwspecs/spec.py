@@ -36,6 +36,9 @@ class DeviceSpec(JsonMixin):
     memory_bandwidth_gbps: float
     peak_tflops: dict[str, float] = field(default_factory=dict)  # fp64, fp32, tf32, bf16, fp16, fp8
     match: list[str] = field(default_factory=list)  # substrings of reported device names
+    # Substrings that veto a match: "NVIDIA H200 NVL" contains "h200" but is a
+    # different board (lower clocks and power), so it must not borrow the SXM figures.
+    match_exclude: list[str] = field(default_factory=list)
     xcds: int = 1
     cus_per_xcd: Optional[int] = None
     infinity_cache_bytes: int = 0
@@ -57,3 +60,6 @@ class Ceilings(JsonMixin):
     source: str
     measured_at: Optional[float] = None
     details: dict[str, float] = field(default_factory=dict)
+    # Which figures are measured, which fell back to the datasheet, and under what
+    # conditions: a roofline is only as good as the caveats printed next to it.
+    notes: list[str] = field(default_factory=list)
