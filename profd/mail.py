@@ -433,6 +433,13 @@ def outbox_dir() -> Path:
     return ensure_private_dir(state_dir() / "outbox")
 
 
+def _caller_dir(path: Path) -> Path:
+    # A folder the caller chose: create it user-only, but never chmod one that exists (it may be shared).
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path
+
+
 def _write_private(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -447,7 +454,7 @@ def _write_private(path: Path, data: bytes) -> None:
 
 def _outbox_put(msg: EmailMessage, sender: str, rcpts: list[str], result: SendResult,
                 outbox: Optional[Path]) -> Path:
-    box = ensure_private_dir(Path(outbox)) if outbox else outbox_dir()
+    box = _caller_dir(outbox) if outbox else outbox_dir()
     name = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:8]
     eml = box / f"{name}.eml"
     _write_private(eml, msg.as_bytes(policy=email.policy.SMTP))
@@ -523,7 +530,7 @@ def retry_outbox(cfg: MailConfig, outbox: Optional[Path] = None) -> list[SendRes
     One attempt per message per call (the caller schedules the next call), so a dead server
     costs one timeout per message, not the full retry budget.
     """
-    box = ensure_private_dir(Path(outbox)) if outbox else outbox_dir()
+    box = _caller_dir(outbox) if outbox else outbox_dir()
     results: list[SendResult] = []
     with _outbox_lock(box) as locked:
         if not locked:

@@ -636,8 +636,9 @@ def reports_dir() -> Path:
 
 
 def default_report_dir(report: NightlyReport) -> Path:
+    """``reports_dir()/<date>``, created user-only."""
     safe = re.sub(r"[^A-Za-z0-9._-]+", "-", report.date).strip("-.") or "undated"
-    return reports_dir() / safe
+    return ensure_private_dir(reports_dir() / safe)
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -659,7 +660,12 @@ def save(report: NightlyReport, directory: Optional[Path] = None) -> Path:
 
     Returns the path of ``report.html``. The saved copy shows full diffs; the mail caps them.
     """
-    directory = ensure_private_dir(Path(directory) if directory else default_report_dir(report))
+    if directory is None:
+        directory = default_report_dir(report)
+    else:
+        # A folder the caller chose: create it user-only, but never chmod one that exists (it may be shared).
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     images = render_charts(report)
     files = {cid: cid.split("@")[0] + ".png" for cid in images}
     for cid, png in images.items():

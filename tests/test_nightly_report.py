@@ -192,9 +192,19 @@ def test_saved_copy_keeps_full_diff_while_mail_caps_it(tmp_path: Path) -> None:
     assert "more lines" not in disk and f"+l{nr.MAIL_MAX_DIFF_LINES + 19}<" in disk
 
 
+def test_save_leaves_an_existing_folder_mode_alone(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    shared.chmod(0o755)
+    save(_report(), shared)
+    assert shared.stat().st_mode & 0o777 == 0o755  # files inside are 0600; the folder is the caller's
+    assert (shared / "report.html").stat().st_mode & 0o077 == 0
+
+
 def test_default_location_is_under_the_state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PROFD_STATE_DIR", str(tmp_path / "state"))
     p = save(_report())
     assert p.parent == tmp_path / "state" / "artifacts" / "reports" / "2024-05-01"
+    assert p.parent.stat().st_mode & 0o077 == 0
     latest = load_latest()
     assert latest is not None and latest.html_path == p
