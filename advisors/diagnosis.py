@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional, Sequence
 
+import pandas as pd
+
 from hwspecs.spec import Ceilings, DeviceSpec
 from profd.model import CounterTable, Finding, Roofline, RuleMessage, Severity
 
@@ -103,20 +105,23 @@ def kernel_rows(table: CounterTable) -> list[KernelRow]:
     numeric = [c for c in frame.columns if c != "kernel"]
     for name in table.kernels():
         sub = frame[frame["kernel"] == name]
-        if "duration_ns" in sub.columns and sub["duration_ns"].notna().any():
-            d = sub["duration_ns"].astype(float)
-            order = d.sort_values(kind="stable")
-            label = order.index[len(order.dropna()) // 2]
-            total = float(d.sum(skipna=True))
-        else:
-            label, total = sub.index[0], None
-        row = sub.loc[label]
+        # Positions, not labels: a table whose index repeats must not select several rows.
+        pos = 0
+        total: Optional[float] = None
+        if "duration_ns" in sub.columns:
+            d = pd.to_numeric(sub["duration_ns"], errors="coerce").reset_index(drop=True)
+            known = d.dropna().sort_values(kind="stable")
+            if len(known):
+                pos = int(known.index[len(known) // 2])
+                total = float(known.sum())
+        label = sub.index[pos]
+        row = sub.iloc[pos]
         metrics: dict[str, float] = {}
         for c in numeric:
             v = _float(row[c])
             if v is None:
-                col = [x for x in (_float(x) for x in sub[c]) if x is not None]
-                v = sorted(col)[(len(col) - 1) // 2] if col else None
+                col = sorted(x for x in (_float(x) for x in sub[c]) if x is not None)
+                v = col[(len(col) - 1) // 2] if col else None
             if v is not None:
                 metrics[c] = v
         out.append(KernelRow(kernel=name, launch=label, metrics=metrics, launches=len(sub), total_ns=total))

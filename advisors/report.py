@@ -35,8 +35,9 @@ SECTION_TITLES = (
 BOUND_MEANING = {
     "memory-bound": "time is set by the bytes moved to and from device memory; compute has headroom",
     "compute-bound": "time is set by arithmetic throughput; memory has headroom",
-    "latency-bound": "far below both ceilings (< 30%): neither memory nor compute is busy, the kernel waits "
-                     "(too little in flight, too few warps, long dependency chains)",
+    "latency-bound": "far below both ceilings (< 30%): neither device memory nor compute is busy, the kernel "
+                     "waits (too little in flight, too few warps, long dependency chains) or a cache level the "
+                     "roofline does not show (L2, shared memory) is the limit",
     "launch-bound": "so short (< 10 µs) that launch and ramp-up costs dominate",
     "unknown": "not enough data to place it (no FLOP or byte counts, or no device ceilings)",
 }
@@ -92,6 +93,11 @@ def fmt_bytes(n: Optional[float]) -> str:
         if abs(n) >= scale:
             return f"{n / scale:.1f} {unit}"
     return f"{n:.0f} B"
+
+
+def _num(v: float) -> str:
+    """A plain number: 2,731 or 0.0833 rather than 2.73e+03."""
+    return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}"
 
 
 def fmt_count(v: float) -> str:
@@ -391,9 +397,12 @@ def _section_roofline(roof: Optional[Roofline], ceilings: Optional[Ceilings],
         out += ["Not placed: no time or traffic figures for this kernel.", ""]
         return out
     bound = roof.bound or "unknown"
-    out.append(f"**{bound}**: {BOUND_MEANING.get(bound, '')}.")
+    side = ""
+    if bound in ("latency-bound", "launch-bound") and roof.intensity is not None and roof.ridge is not None:
+        side = f" ({'memory' if roof.intensity < roof.ridge else 'compute'} side of the ridge point)"
+    out.append(f"**{bound}**{side}: {BOUND_MEANING.get(bound, '')}.")
     out.append("")
-    rows = [("arithmetic intensity", f"{roof.intensity:.3g} FLOP/byte" if roof.intensity is not None else
+    rows = [("arithmetic intensity", f"{_num(roof.intensity)} FLOP/byte" if roof.intensity is not None else
              "unknown (the capture counted no floating-point operations)" if roof.flops is None else "n/a",
              "FLOPs per byte of device-memory traffic")]
     rows.append(("ridge point", f"{roof.ridge:.0f} FLOP/byte" if roof.ridge is not None else "n/a",
@@ -463,8 +472,12 @@ def _time_shares(table: Optional[CounterTable]) -> dict[str, float]:
 def _section_findings(findings: Sequence[Finding], limit: int, table: Optional[CounterTable] = None) -> list[str]:
     out = [f"## {SECTION_TITLES[3]}", ""]
     if not findings:
-        out += ["No rule fired: none of the limits profd checks is clearly crossed with the metrics this capture "
-                "has (see the profiler's own analysis below).", ""]
+        if table is None:
+            out += ["No profiler counters for this run, so no diagnosis: profd's rules read Nsight Compute or "
+                    "rocprof counters (`profd profile` collects them when a profiler is available).", ""]
+        else:
+            out += ["No rule fired: none of the limits profd checks is clearly crossed with the metrics this "
+                    "capture has (see the profiler's own analysis below).", ""]
         return out
     kernels = list(dict.fromkeys(f.kernel for f in findings))
     shares = _time_shares(table) if len(kernels) > 1 else {}

@@ -581,3 +581,17 @@ def test_measured_roofline_goes_to_the_main_kernel():
     t = table({"duration_ns": 1e6})
     ctx = contexts(t, spec, ceil_of(spec), roofline=roof)[0]
     assert ctx.roofline is roof
+
+
+def test_achieved_occupancy_gap_and_silence():
+    row = {"achieved_occupancy_pct": 30.0, "theoretical_occupancy_pct": 100.0, "issue_active_pct": 40.0,
+           "waves_per_sm": 1.3, "duration_ns": 1e6}
+    f = fire("achieved-occupancy", row)
+    e = evidence(f, "achieved_occupancy_pct")
+    assert (e.value, e.threshold, e.comparison) == (30.0, 80.0, "<")
+    assert f.estimated_gain_pct == pytest.approx((1 - 30 / 100) * 0.6 * 0.5 * 100)
+    assert "1.3 waves" in f.summary
+    # The H200 vector add: 84% of 100% is within the gap; an estimated theoretical value is not enough.
+    assert fire("achieved-occupancy", {**row, "achieved_occupancy_pct": 84.0}) is None
+    assert fire("achieved-occupancy", {"achieved_occupancy_pct": 4.0, "registers_per_thread": 8.0,
+                                       "block_size": 256.0}, spec=amd_spec(), source="rocprof-compute") is None
