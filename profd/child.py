@@ -92,6 +92,9 @@ class Child:
         sync = torch.cuda.synchronize if on_gpu else (lambda: None)
 
         self.phase("loading the target")
+        # A candidate lives in profd's scratch space; let it import its original's siblings.
+        for extra in reversed(self.req.get("extra", {}).get("sys_path", [])):
+            sys.path.insert(0, extra)
         try:
             target = load_target(self.target_path)
         except TargetLoadError as e:

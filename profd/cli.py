@@ -128,6 +128,45 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from profd import config
+    from profd.store import Store
+    from profd.tune import Progress, build_advisors, summary, tune
+
+    path = _existing_file(args.file)
+    cfg = _config(args)
+    if args.no_llm:
+        cfg.llm = {}
+    advisors = build_advisors(cfg)
+    from profd.daemon import gpu_summary
+
+    has_gpu, _ = gpu_summary()
+    with Store() as store:
+        res = tune(path, store, budget=args.budget, time_budget_s=args.time, advisors=advisors,
+                   counters=args.counters and has_gpu, force_cpu=args.cpu, timeout_s=args.timeout,
+                   progress=Progress(args.budget, enabled=not args.json))
+    _emit(args, res.to_dict(), summary(res))
+    if not res.baseline.correct:
+        return EXIT_TARGET_FAILED
+    return EXIT_OK
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    from profd.apply import ApplyError, apply_best
+    from profd.store import Store
+
+    path = _existing_file(args.file)
+    with Store() as store:
+        try:
+            a = apply_best(path, store, force=args.force, session_id=args.session)
+        except ApplyError as e:
+            raise UserError(str(e)) from None
+    speed = f" ({a.speedup:.2f}x faster than the original)" if a.speedup else ""
+    _emit(args, a.__dict__, f"applied {a.candidate} from tuning session {a.session_id} to {a.target}{speed}\n"
+                            f"backup: {a.backup}\n\n{a.diff}")
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -149,6 +188,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("file")
     s.add_argument("--limit", type=int, default=50)
     s.set_defaults(func=cmd_history)
+
+    s = sub.add_parser("tune", parents=[common], help="try rewrites, keep what is correct and faster")
+    s.add_argument("file")
+    s.add_argument("--budget", type=int, default=24, help="candidates to evaluate (default 24)")
+    s.add_argument("--time", type=float, default=None, help="stop after this many seconds")
+    s.add_argument("--counters", action="store_true", help="profile the baseline for findings (GPU)")
+    s.add_argument("--no-llm", action="store_true", help="deterministic advisor only, even if [llm] is set")
+    s.add_argument("--cpu", action="store_true", help="run in Triton's CPU interpreter even if a GPU exists")
+    s.add_argument("--timeout", type=float, default=120.0)
+    s.add_argument("--config", help="config file")
+    s.set_defaults(func=cmd_tune)
+
+    s = sub.add_parser("apply", parents=[common], help="write the best tuned candidate into the file (with backup)")
+    s.add_argument("file")
+    s.add_argument("--force", action="store_true", help="even if the file changed since tuning")
+    s.add_argument("--session", type=int, help="a specific tuning session (default: the latest)")
+    s.set_defaults(func=cmd_apply)
 
     s = sub.add_parser("watch", parents=[common], help="watch directories in the foreground; re-check every save")
     s.add_argument("dirs", nargs="+", metavar="DIR")

@@ -40,6 +40,41 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 CREATE INDEX IF NOT EXISTS runs_target ON runs(target, started_at);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS tune_sessions (
+    id INTEGER PRIMARY KEY,
+    target TEXT NOT NULL,
+    base_hash TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    finished_at REAL,
+    device TEXT,
+    budget INTEGER,
+    evaluated INTEGER NOT NULL DEFAULT 0,
+    baseline_ms REAL,
+    best_ms REAL,
+    best_candidate TEXT,
+    stopped TEXT,
+    kind TEXT NOT NULL DEFAULT 'tune'
+);
+CREATE TABLE IF NOT EXISTS candidates (
+    id INTEGER PRIMARY KEY,
+    session_id INTEGER NOT NULL,
+    target TEXT NOT NULL,
+    candidate_id TEXT NOT NULL,
+    advisor TEXT NOT NULL,
+    rationale TEXT,
+    params TEXT,
+    source_path TEXT,
+    diff TEXT,
+    accepted INTEGER NOT NULL,
+    reason TEXT,
+    status TEXT,
+    median_ms REAL,
+    spread_pct REAL,
+    speedup REAL,
+    created_at REAL NOT NULL,
+    llm TEXT
+);
+CREATE INDEX IF NOT EXISTS candidates_session ON candidates(session_id);
 CREATE TABLE IF NOT EXISTS jobs (
     id INTEGER PRIMARY KEY,
     path TEXT NOT NULL,

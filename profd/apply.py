@@ -1,0 +1,62 @@
+"""``profd apply``: the only way profd ever changes a user's file.
+
+It writes the best kept candidate of the latest tuning session, only if the file
+still has the content that session started from (unless forced), after saving a
+backup beside it; the write is atomic (temp file + rename), so an editor or the
+watcher never sees a half-written kernel.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from profd.store import Store
+from profd.target import content_hash
+
+
+class ApplyError(Exception):
+    """Nothing to apply, or applying would lose the user's newer edits."""
+
+
+@dataclass
+class Applied:
+    target: str
+    candidate: str
+    session_id: int
+    backup: str
+    speedup: Optional[float]
+    diff: str
+
+
+def apply_best(path: Path, store: Store, *, force: bool = False, session_id: Optional[int] = None) -> Applied:
+    """Write the best candidate of the latest (or given) tuning session into ``path``."""
+    path = Path(path).resolve()
+    q = ("SELECT * FROM tune_sessions WHERE target=? AND best_candidate IS NOT NULL "
+         + ("AND id=? " if session_id else "") + "ORDER BY id DESC LIMIT 1")
+    row = store.db.execute(q, (str(path), session_id) if session_id else (str(path),)).fetchone()
+    if row is None:
+        raise ApplyError(f"no tuning session of {path.name} kept a candidate. Run `profd tune {path}` first; "
+                         "only candidates that were correct and faster beyond noise can be applied.")
+    cand = store.db.execute("SELECT * FROM candidates WHERE session_id=? AND candidate_id=? AND accepted=1",
+                            (row["id"], row["best_candidate"])).fetchone()
+    if cand is None or not Path(cand["source_path"]).exists():
+        raise ApplyError(f"the kept candidate {row['best_candidate']} of session {row['id']} is missing from the "
+                         "state directory; run `profd tune` again.")
+    if content_hash(path) != row["base_hash"] and not force:
+        raise ApplyError(f"{path.name} changed since tuning session {row['id']} started from it; applying would "
+                         "overwrite your newer edits. Tune again, or pass --force to replace the file anyway "
+                         "(a backup is kept).")
+    new = Path(cand["source_path"]).read_text()
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    backup = path.with_name(f"{path.name}.profd-{stamp}.bak")
+    shutil.copy2(path, backup)
+    tmp = path.with_name(f".{path.name}.profd-tmp")
+    tmp.write_text(new)
+    shutil.copymode(path, tmp)
+    os.replace(tmp, path)
+    return Applied(str(path), cand["candidate_id"], row["id"], str(backup), cand["speedup"], cand["diff"] or "")

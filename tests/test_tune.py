@@ -1,0 +1,235 @@
+"""The tune loop on real Triton kernels in the CPU interpreter."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from advisors.base import TuneContext
+from advisors.knobs import discover
+from advisors.rewrite import insert_grouped_order, set_knob
+from profd.apply import ApplyError, apply_best
+from profd.harness import measure
+from profd.model import Candidate, Status
+from profd.store import Store
+from profd.target import content_hash
+from profd.tune import tune
+from profd.warm import WarmWorker
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# In the interpreter every program instance costs real time, so a tiny block over
+# 16k elements is many times slower than a large one: a win no noise can hide.
+TINY_BLOCK = '''
+import torch
+import triton
+import triton.language as tl
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+BLOCK_SIZE = 16
+NUM_WARPS = 4
+
+
+@triton.jit
+def add_kernel(x_ptr, y_ptr, out_ptr, n, BLOCK_SIZE: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK_SIZE + tl.arange(0, BLOCK_SIZE)
+    mask = offs < n
+    tl.store(out_ptr + offs, tl.load(x_ptr + offs, mask=mask) + tl.load(y_ptr + offs, mask=mask), mask=mask)
+
+
+def kernel(x, y):
+    out = torch.empty_like(x)
+    grid = (triton.cdiv(x.numel(), BLOCK_SIZE),)
+    add_kernel[grid](x, y, out, x.numel(), BLOCK_SIZE=BLOCK_SIZE, num_warps=NUM_WARPS)
+    return out
+
+
+def reference(x, y):
+    return x + y
+
+
+SHAPES = [dict(n=1000)]
+BENCH_SHAPE = dict(n=16384)
+
+
+def get_inputs(n=1000):
+    return [torch.randn(n, device=DEVICE), torch.randn(n, device=DEVICE)]
+'''
+
+
+@pytest.fixture(scope="module")
+def warm() -> WarmWorker:
+    w = WarmWorker()
+    w.start()
+    yield w
+    w.close()
+
+
+@pytest.fixture
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Store:
+    monkeypatch.setenv("PROFD_STATE_DIR", str(tmp_path / "state"))
+    s = Store()
+    yield s
+    s.close()
+
+
+class ScriptedAdvisor:
+    """A real advisor that proposes fixed sources (a wrong one, a duplicate, ...)."""
+
+    name = "scripted"
+
+    def __init__(self, sources: list[tuple[str, str]]) -> None:
+        self.sources = list(sources)
+
+    def propose(self, ctx: TuneContext, n: int) -> list[Candidate]:
+        out = []
+        while self.sources and len(out) < n:
+            cid, src = self.sources.pop(0)
+            out.append(Candidate(id=cid, source=src, advisor=self.name, rationale=cid))
+        return out
+
+
+def test_deterministic_advisor_keeps_a_faster_block_size(tmp_path: Path, store: Store, warm: WarmWorker) -> None:
+    target = tmp_path / "user" / "add.py"
+    target.parent.mkdir()
+    target.write_text(TINY_BLOCK)
+    before = content_hash(target)
+    res = tune(target, store, budget=4, runner=warm)
+    assert res.baseline.correct
+    assert res.best_candidate is not None, res.to_dict()
+    assert res.speedup and res.speedup > 1.5
+    kept = discover(res.best_source).get("BLOCK_SIZE")
+    assert kept is not None and kept.value > 16
+    # tuning never edits the user's file nor writes next to it
+    assert content_hash(target) == before
+    assert sorted(p.name for p in target.parent.iterdir()) == ["add.py"]
+    rows = store.db.execute("SELECT candidate_id, accepted, status, diff FROM candidates WHERE session_id=?",
+                            (res.session_id,)).fetchall()
+    assert len(rows) == res.evaluated <= 4
+    assert any(r["accepted"] for r in rows) and all(r["status"] == "correct" for r in rows)
+    assert all("BLOCK_SIZE" in r["diff"] for r in rows if r["accepted"])
+    assert res.patch_path and Path(res.patch_path).read_text().startswith("--- a/add.py")
+    assert oct(Path(res.patch_path).stat().st_mode & 0o777) == "0o600"
+
+
+def test_wrong_candidates_are_rejected_with_the_reason(tmp_path: Path, store: Store, warm: WarmWorker) -> None:
+    target = tmp_path / "add.py"
+    target.write_text(TINY_BLOCK)
+    wrong = TINY_BLOCK.replace("tl.load(x_ptr + offs, mask=mask) + tl.load", "tl.load(x_ptr + offs, mask=mask) - tl.load")
+    partial = set_knob(TINY_BLOCK, "BLOCK_SIZE", 1024).replace("triton.cdiv(x.numel(), BLOCK_SIZE)",
+                                                               "x.numel() // BLOCK_SIZE")
+    mutates = TINY_BLOCK.replace("    out = torch.empty_like(x)\n", "    out = x\n")
+    res = tune(target, store, budget=5, runner=warm, advisors=[ScriptedAdvisor(
+        [("wrong", wrong), ("partial", partial), ("mutates", mutates), ("dupe-of-original", TINY_BLOCK + "\n")])])
+    verdicts = {a.candidate.id: a.verdict for a in res.attempts}
+    assert set(verdicts) == {"wrong", "partial", "mutates"}  # the duplicate of the original is never measured
+    assert not any(v.accepted for v in verdicts.values())
+    assert verdicts["wrong"].reason.startswith("incorrect: wrong")
+    assert "unwritten" in verdicts["partial"].reason
+    assert "mutated_input" in verdicts["mutates"].reason
+    assert res.best_candidate is None
+
+
+def test_an_identical_candidate_is_never_accepted(tmp_path: Path, store: Store, warm: WarmWorker) -> None:
+    target = tmp_path / "add.py"
+    target.write_text(TINY_BLOCK)
+    same = [(f"same-{i}", TINY_BLOCK + f"\n# identical behaviour {i}\n") for i in range(3)]
+    res = tune(target, store, budget=3, runner=warm, advisors=[ScriptedAdvisor(same)])
+    assert res.evaluated == 3
+    assert res.best_candidate is None, [a.verdict.reason for a in res.attempts]
+
+
+def test_preemption_stops_tuning(tmp_path: Path, store: Store, warm: WarmWorker) -> None:
+    target = tmp_path / "add.py"
+    target.write_text(TINY_BLOCK)
+    calls = {"n": 0}
+
+    def should_stop() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 2
+
+    res = tune(target, store, budget=10, runner=warm, should_stop=should_stop)
+    assert res.stopped.startswith("pre-empted")
+    assert res.evaluated < 10
+
+
+def test_apply_writes_the_best_with_a_backup_and_refuses_stale_files(tmp_path: Path, store: Store, warm: WarmWorker) -> None:
+    target = tmp_path / "add.py"
+    target.write_text(TINY_BLOCK)
+    with pytest.raises(ApplyError, match="profd tune"):
+        apply_best(target, store)
+    res = tune(target, store, budget=3, runner=warm)
+    assert res.best_candidate
+    target.write_text(TINY_BLOCK + "\n# the user kept editing\n")
+    with pytest.raises(ApplyError, match="changed since"):
+        apply_best(target, store)
+    target.write_text(TINY_BLOCK)
+    applied = apply_best(target, store)
+    assert target.read_text() == res.best_source
+    assert Path(applied.backup).read_text() == TINY_BLOCK
+    assert applied.backup.endswith(".bak")  # the watcher ignores it
+    assert measure(target, timeout_s=120).verdict.status == Status.CORRECT
+
+
+def test_grouped_order_rewrite_of_the_matmul_example_stays_correct(tmp_path: Path) -> None:
+    src = (ROOT / "examples" / "kernels" / "matmul.py").read_text()
+    assert not discover(src).is_grouped()
+    new, kernel = insert_grouped_order(src)
+    new = set_knob(new, "GROUP_M", 4)
+    assert kernel == "matmul_kernel"
+    assert discover(new).is_grouped()
+    f = tmp_path / "matmul.py"
+    f.write_text(new)
+    m = measure(f, timeout_s=300)
+    assert m.verdict.status == Status.CORRECT, m.verdict.message
+
+
+# --------------------------------------------------------------------------- with the LLM advisor
+
+try:
+    from llm_server import ScriptedLLMServer, delay, status
+except ImportError:  # pragma: no cover - run from the repo root
+    from tests.llm_server import ScriptedLLMServer, delay, status
+
+
+def fenced(src: str, why: str) -> str:
+    return f"Rationale: {why}\n\n```python\n{src}\n```\n"
+
+
+def test_tune_with_the_llm_advisor_over_http(tmp_path: Path, store: Store, warm: WarmWorker,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from advisors.llm import LLMAdvisor, LLMConfig
+
+    target = tmp_path / "add.py"
+    target.write_text(TINY_BLOCK)
+    good = set_knob(TINY_BLOCK, "BLOCK_SIZE", 1024)
+    wrong = TINY_BLOCK.replace("+ tl.load(y_ptr", "* tl.load(y_ptr")
+    script = [
+        status(500),                                   # a server error: retried
+        fenced(wrong, "fuse the add into a multiply"),  # wrong: rejected by verification
+        "I would increase the block size, but here is no code.",  # no code: handled
+        fenced(good, "1024 elements per program"),      # good: kept
+        delay(5.0),                                     # timeout: survived
+    ]
+    monkeypatch.setenv("PROFD_LLM_API_KEY", "sk-test-secret")
+    with ScriptedLLMServer(script) as srv:
+        llm = LLMAdvisor(LLMConfig(base_url=srv.base_url, model="scripted-model", timeout_s=2.0, max_retries=1,
+                                   max_retry_wait_s=0.5))
+        res = tune(target, store, budget=3, runner=warm, advisors=[llm], batch=1)
+        prompts = [r.prompt_text() for r in srv.chat_requests()]
+    by_id = {a.candidate.id: a for a in res.attempts}
+    kinds = [(a.candidate.rationale, a.verdict.accepted) for a in res.attempts]
+    assert ("fuse the add into a multiply", False) in kinds, kinds
+    assert ("1024 elements per program", True) in kinds, kinds
+    wrong_attempt = next(a for a in res.attempts if not a.verdict.accepted)
+    assert wrong_attempt.verdict.reason.startswith("incorrect: wrong")
+    assert res.best_candidate and res.best_candidate.startswith("llm-")
+    assert discover(res.best_source).get("BLOCK_SIZE").value == 1024
+    assert any("no code" in n.lower() or "code block" in n.lower() for n in res.notes), res.notes
+    # the later prompts carry the earlier outcomes; the key never enters a prompt or a record
+    assert any("incorrect" in p.lower() for p in prompts[2:]), prompts[-1][-2000:]
+    rows = store.db.execute("SELECT llm FROM candidates WHERE session_id=?", (res.session_id,)).fetchall()
+    assert all(r["llm"] and "sk-test-secret" not in r["llm"] for r in rows)
+    assert all("tokens_in" in r["llm"] for r in rows)
+    assert len(by_id) == 2
