@@ -167,6 +167,49 @@ def cmd_apply(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_specs(args: argparse.Namespace) -> int:
+    import hwspecs
+    from hwspecs.ceilings import ceilings, measure_ceilings
+
+    spec = None
+    if args.device:
+        try:
+            spec = hwspecs.lookup(args.device)
+        except KeyError as e:
+            raise UserError(str(e).strip("'\"")) from None
+    detected = None if args.device else hwspecs.detect()
+    spec = spec or (detected.spec if detected is not None else None)
+    ceil = None
+    if spec is not None:
+        if args.measure:
+            if detected is None or not detected.is_gpu:
+                raise UserError("--measure needs the GPU it measures; run it on the machine with the device.")
+            ceil = measure_ceilings(spec)
+        else:
+            ceil = ceilings(spec)
+    _emit(args, hwspecs.specs_json(detected, ceil, spec=spec), hwspecs.describe(detected, ceil, spec=spec))
+    return EXIT_OK
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from advisors.explain import explain
+    from collectors.errors import CaptureError
+
+    path = Path(args.capture).expanduser()
+    if not path.exists():
+        raise UserError(f"{args.capture}: no such file. Give an ncu CSV (--csv --page raw or details), a .ncu-rep, "
+                        "or a rocprof / rocprofv3 / rocprof-compute CSV.")
+    source = _existing_file(args.source) if args.source else None
+    try:
+        res = explain(path, args.device, source=source)
+    except CaptureError as e:
+        raise UserError(str(e)) from None
+    except KeyError as e:
+        raise UserError(str(e).strip("'\"")) from None
+    _emit(args, res.to_dict(), res.text)
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -188,6 +231,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("file")
     s.add_argument("--limit", type=int, default=50)
     s.set_defaults(func=cmd_history)
+
+    s = sub.add_parser("specs", parents=[common], help="the detected device, its database entry and roofline")
+    s.add_argument("--device", help="show a database entry instead of the detected GPU (e.g. h100-sxm, MI300X)")
+    s.add_argument("--measure", action="store_true", help="measure the copy bandwidth and matmul ceilings now")
+    s.set_defaults(func=cmd_specs)
+
+    s = sub.add_parser("explain", parents=[common], help="explain a profiler capture you already have (no GPU)")
+    s.add_argument("capture", help="ncu CSV / .ncu-rep, rocprof / rocprofv3 / rocprof-compute CSV")
+    s.add_argument("--device", help="the GPU it was captured on, when the file does not say (e.g. h200)")
+    s.add_argument("--source", help="the kernel's source file, so levers name your knobs and lines")
+    s.set_defaults(func=cmd_explain)
 
     s = sub.add_parser("tune", parents=[common], help="try rewrites, keep what is correct and faster")
     s.add_argument("file")

@@ -160,6 +160,7 @@ class Daemon:
         self.current: Optional[Job] = None
         self.job_started = 0.0
         self.warm: Any = None
+        self.runner: Any = None
         self.watcher: Optional[Watcher] = None
         self.state_dir = state_dir()
         self.state = DaemonState(pid=os.getpid(), started_at=time.time(), mode="service" if service else "foreground",
@@ -290,12 +291,18 @@ class Daemon:
         if self.cfg.run.warm_worker:
             from profd.warm import WarmWorker
 
-            self.warm = WarmWorker()
+            self.warm = WarmWorker(should_abort=self.stop_requested.is_set)
             try:
                 self.warm.start()
             except Exception as e:
                 self.say(f"warm worker unavailable ({e}); each job starts a fresh process")
                 self.warm = None
+        if self.warm is None:
+            from profd.harness import ColdRunner
+
+            self.runner = ColdRunner(should_abort=self.stop_requested.is_set)
+        else:
+            self.runner = self.warm
         try:
             self._start_watcher(store)
         except FileNotFoundError as e:

@@ -19,7 +19,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Protocol
+from typing import Any, Callable, Optional, Protocol
 
 from profd.model import Measurement, Status, Verdict
 
@@ -72,23 +72,42 @@ def child_command(request_path: Path, result_path: Path) -> list[str]:
 
 
 def run_child(req: ChildRequest, *, timeout_s: float = 120.0, wrap: Optional[list[str]] = None,
-              env: Optional[dict[str, str]] = None, workdir: Optional[Path] = None) -> ChildRun:
-    """Run one child (optionally under a profiler command ``wrap``) and collect its answer."""
+              env: Optional[dict[str, str]] = None, workdir: Optional[Path] = None,
+              should_abort: Callable[[], bool] = lambda: False) -> ChildRun:
+    """Run one child (optionally under a profiler command ``wrap``) and collect its answer.
+
+    ``should_abort`` is polled while the child runs; when it turns true the child is
+    killed (the daemon is stopping and will re-run the job later)."""
     scratch = Path(tempfile.mkdtemp(prefix="profd-child-", dir=workdir))
     os.chmod(scratch, 0o700)
     req_path, res_path = scratch / "request.json", scratch / "result.json"
     req_path.write_text(json.dumps(req.__dict__))
     cmd = (wrap or []) + child_command(req_path, res_path)
     t0 = time.time()
-    proc = subprocess.Popen(cmd, cwd=scratch, env=env or scrubbed_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True, text=True)
+    out_f = open(scratch / "stdout.log", "w")
+    err_f = open(scratch / "stderr.log", "w")
+    proc = subprocess.Popen(cmd, cwd=scratch, env=env or scrubbed_env(), stdout=out_f, stderr=err_f,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
     timed_out = False
-    try:
-        out, err = proc.communicate(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        timed_out = True
-        kill_group(proc)
-        out, err = proc.communicate()
+    # Output goes to files, not pipes, so that waiting in small steps cannot deadlock on a full pipe.
+    while True:
+        try:
+            proc.wait(timeout=0.1)
+            break
+        except subprocess.TimeoutExpired:
+            if should_abort():
+                kill_group(proc)
+                proc.wait()
+                break
+            if time.time() - t0 > timeout_s:
+                timed_out = True
+                kill_group(proc)
+                proc.wait()
+                break
+    out_f.close()
+    err_f.close()
+    out = (scratch / "stdout.log").read_text(errors="replace")
+    err = (scratch / "stderr.log").read_text(errors="replace")
     result = None
     if res_path.exists():
         try:
@@ -156,8 +175,11 @@ class Runner(Protocol):
 class ColdRunner:
     """A fresh ``python -m profd.child`` per request."""
 
+    def __init__(self, should_abort: Callable[[], bool] = lambda: False) -> None:
+        self.should_abort = should_abort
+
     def run(self, req: ChildRequest, *, timeout_s: float = 120.0, workdir: Optional[Path] = None) -> ChildRun:
-        return run_child(req, timeout_s=timeout_s, workdir=workdir)
+        return run_child(req, timeout_s=timeout_s, workdir=workdir, should_abort=self.should_abort)
 
 
 def measure(target: Path, *, timeout_s: float = 120.0, trials: int = 3, do_time: bool = True,

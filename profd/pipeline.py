@@ -58,18 +58,163 @@ def profile(path: Path, store: Store, *, counters: bool = False, full_set: bool 
     Raises Cancelled (storing nothing) when ``cancelled()`` turns true meanwhile.
     """
     path = Path(path).resolve()
+    before = _nvml_snapshot()
     m = harness.measure(path, timeout_s=timeout_s, force_cpu=force_cpu, runner=runner)
     if cancelled():
         raise Cancelled()
+    after = _nvml_snapshot()
+    m.device_state_before, m.device_state_after = before, after
+    if before is not None or after is not None:
+        from collectors.nvml import assess
+
+        m.warnings += [w for w in assess(before, after) if w not in m.warnings]
     run_id = store.record_run(m)
     device = m.device.name if m.device else None
     res = ProfileResult(measurement=m, run_id=run_id, previous=store.previous(path, run_id, device),
                         best=store.best(path, device, before_id=run_id))
     on_step("verdict", res)
-    res.report = verdict_text(res)
+    on_gpu = bool(m.device and m.device.backend != "cpu")
+    if counters and m.correct and on_gpu:
+        from collectors.errors import CaptureError
+        from profd.counters import collect
+
+        try:
+            res.counters, seconds = collect(path, backend=m.device.backend, full_set=full_set,  # type: ignore[union-attr]
+                                            timeout_s=max(timeout_s * 5, 600.0))
+            res.counters.warnings.append(f"profiler step took {seconds:.1f} s")
+        except CaptureError as e:
+            res.warnings.append(f"hardware counters unavailable: {e}")
+        if cancelled():
+            raise Cancelled()
+    elif counters and m.correct and not on_gpu:
+        res.warnings.append("no GPU: hardware counters and the roofline need a GPU; verification and timing ran "
+                            "in Triton's CPU interpreter")
+    diagnose_into(res, path, store)
     store.attach_report(run_id, res.report, [f.to_dict() for f in res.findings])
     on_step("report", res)
     return res
+
+
+def _nvml_snapshot() -> Any:
+    try:
+        from collectors.nvml import snapshot
+
+        return snapshot(0)
+    except Exception:
+        return None
+
+
+_PRECISION = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32", "float64": "fp64",
+              "float8_e4m3fn": "fp8", "float8_e5m2": "fp8"}
+
+
+def precision_of(m: Measurement) -> str:
+    """The roofline precision: the dtype of the kernel's first output."""
+    for c in m.verdict.checks:
+        return _PRECISION.get(c.dtype, "fp32")
+    return "fp32"
+
+
+def diagnose_into(res: ProfileResult, path: Path, store: Store) -> None:
+    """Roofline, findings and the markdown report for a ProfileResult."""
+    from advisors.diagnosis import diagnose
+    from advisors.knobs import discover
+    from advisors.report import render_markdown
+    from advisors.roofline import place
+
+    m = res.measurement
+    spec = ceilings = None
+    if m.device and m.device.backend != "cpu":
+        import hwspecs
+        from hwspecs.ceilings import ceilings as get_ceilings
+
+        spec = hwspecs.match(m.device.name)
+        if spec is not None:
+            try:
+                ceilings = get_ceilings(spec)
+            except Exception as e:  # a broken cache must not cost the report
+                res.warnings.append(f"device ceilings unavailable: {e}")
+    try:
+        knobs = discover(path.read_text(), str(path))
+    except (OSError, SyntaxError):
+        knobs = None
+    precision = precision_of(m)
+    t = m.timing
+    if t is not None and t.representative and (t.flops or t.bytes_moved) and ceilings is not None:
+        res.roofline = place(t.flops, t.bytes_moved, t.median_ms / 1e3, ceilings, precision)
+    elif res.counters is not None and ceilings is not None:
+        from advisors.explain import main_roofline
+
+        res.roofline = main_roofline(res.counters, ceilings, precision)
+    if res.counters is not None:
+        res.findings = diagnose(res.counters, spec, ceilings, roofline=res.roofline, knobs=knobs, precision=precision)
+    history = [r.to_dict() for r in reversed(store.history(path, limit=30)) if r.id != res.run_id]
+    res.report = render_markdown(target=path.name, measurement=m, history=history, roofline=res.roofline,
+                                 findings=res.findings, table=res.counters, spec=spec, ceilings=ceilings)
+    notes = [w for w in res.warnings + m.warnings]
+    if notes:
+        res.report += "\n" + "\n".join(f"> Note: {w}" for w in notes) + "\n"
+
+
+def _nvml_snapshot() -> Any:
+    try:
+        from collectors.nvml import snapshot
+
+        return snapshot(0)
+    except Exception:
+        return None
+
+
+_PRECISION = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32", "float64": "fp64",
+              "float8_e4m3fn": "fp8", "float8_e5m2": "fp8"}
+
+
+def precision_of(m: Measurement) -> str:
+    """The roofline precision: the dtype of the kernel's first output."""
+    for c in m.verdict.checks:
+        return _PRECISION.get(c.dtype, "fp32")
+    return "fp32"
+
+
+def diagnose_into(res: ProfileResult, path: Path, store: Store) -> None:
+    """Roofline, findings and the markdown report for a ProfileResult."""
+    from advisors.diagnosis import diagnose
+    from advisors.knobs import discover
+    from advisors.report import render_markdown
+    from advisors.roofline import place
+
+    m = res.measurement
+    spec = ceilings = None
+    if m.device and m.device.backend != "cpu":
+        import hwspecs
+        from hwspecs.ceilings import ceilings as get_ceilings
+
+        spec = hwspecs.match(m.device.name)
+        if spec is not None:
+            try:
+                ceilings = get_ceilings(spec)
+            except Exception as e:  # a broken cache must not cost the report
+                res.warnings.append(f"device ceilings unavailable: {e}")
+    try:
+        knobs = discover(path.read_text(), str(path))
+    except (OSError, SyntaxError):
+        knobs = None
+    precision = precision_of(m)
+    t = m.timing
+    if t is not None and t.representative and (t.flops or t.bytes_moved) and ceilings is not None:
+        res.roofline = place(t.flops, t.bytes_moved, t.median_ms / 1e3, ceilings, precision)
+    elif res.counters is not None and ceilings is not None:
+        from advisors.explain import main_roofline
+
+        res.roofline = main_roofline(res.counters, ceilings, precision)
+    if res.counters is not None:
+        res.findings = diagnose(res.counters, spec, ceilings, roofline=res.roofline, knobs=knobs, precision=precision)
+    history = [r.to_dict() for r in reversed(store.history(path, limit=30)) if r.id != res.run_id]
+    res.report = render_markdown(target=path.name, measurement=m, history=history, roofline=res.roofline,
+                                 findings=res.findings, table=res.counters, spec=spec, ceilings=ceilings)
+    notes = [w for w in res.warnings + m.warnings]
+    if notes:
+        res.report += "\n" + "\n".join(f"> Note: {w}" for w in notes) + "\n"
 
 
 def _fmt_ms(ms: float) -> str:

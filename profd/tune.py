@@ -309,7 +309,7 @@ def tune_job(worker: Any, job: Any, path: Path) -> None:
     d = worker.daemon
     cfg = d.cfg
     budget = cfg.nightly.budget if job.kind == JobKind.NIGHTLY else (cfg.run.auto_tune_budget or cfg.run.tune_budget)
-    res = tune(path, worker.store, budget=budget, advisors=build_advisors(cfg), runner=d.warm,
+    res = tune(path, worker.store, budget=budget, advisors=build_advisors(cfg), runner=d.runner,
                counters=cfg.run.counters and worker.has_gpu, force_cpu=cfg.run.force_cpu,
                timeout_s=cfg.run.timeout_s, kind=job.kind.value,
                should_stop=lambda: d.stop_requested.is_set() or worker.queue.urgent_waiting(job.priority))

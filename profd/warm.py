@@ -13,7 +13,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from profd.harness import ChildRequest, ChildRun, run_child, scrubbed_env
 
@@ -21,9 +21,11 @@ from profd.harness import ChildRequest, ChildRun, run_child, scrubbed_env
 class WarmWorker:
     """One zygote process; ``run`` forks a harness child from it."""
 
-    def __init__(self, start_timeout_s: float = 120.0) -> None:
+    def __init__(self, start_timeout_s: float = 120.0, should_abort: Callable[[], bool] = lambda: False) -> None:
         self.proc: Optional[subprocess.Popen] = None
         self.start_timeout_s = start_timeout_s
+        # Polled while a fork runs: the daemon is stopping, abandon the measurement.
+        self.should_abort = should_abort
         self.lock = threading.Lock()
         self.current_pid: Optional[int] = None
         self.interpret = False
@@ -69,13 +71,13 @@ class WarmWorker:
         """Fork a child for ``req``; a dead zygote falls back to a cold child."""
         if req.force_cpu and self.alive() and not self.interpret:
             # This zygote's Triton is in GPU mode; the interpreter needs a cold child.
-            return run_child(req, timeout_s=timeout_s, workdir=workdir)
+            return run_child(req, timeout_s=timeout_s, workdir=workdir, should_abort=self.should_abort)
         with self.lock:
             if not self.alive():
                 try:
                     self.start()
                 except Exception:
-                    return run_child(req, timeout_s=timeout_s, workdir=workdir)
+                    return run_child(req, timeout_s=timeout_s, workdir=workdir, should_abort=self.should_abort)
             scratch = Path(tempfile.mkdtemp(prefix="profd-child-", dir=workdir))
             os.chmod(scratch, 0o700)
             req_path, res_path = scratch / "request.json", scratch / "result.json"
@@ -90,11 +92,14 @@ class WarmWorker:
                 pid = int(json.loads(line)["pid"])
             except Exception:
                 self.close()
-                return run_child(req, timeout_s=timeout_s, workdir=workdir)
+                return run_child(req, timeout_s=timeout_s, workdir=workdir, should_abort=self.should_abort)
             self.current_pid = pid
             exit_file = scratch / "exit.json"
             timed_out = False
             while not exit_file.exists():
+                if self.should_abort():
+                    self.kill_current()
+                    break
                 if time.time() - t0 > timeout_s:
                     timed_out = True
                     self.kill_current()

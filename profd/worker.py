@@ -53,7 +53,7 @@ class Worker:
                 self.daemon.say(res.report)
 
         res = profile(path, self.store, counters=cfg.counters and self.has_gpu, full_set=cfg.full_set,
-                      timeout_s=cfg.timeout_s, force_cpu=cfg.force_cpu, runner=self.daemon.warm,
+                      timeout_s=cfg.timeout_s, force_cpu=cfg.force_cpu, runner=self.daemon.runner,
                       cancelled=self.daemon.stop_requested.is_set, on_step=on_step)
         self.queue.finish(job, JobState.DONE, "" if res.measurement.correct else res.measurement.verdict.status.value)
         if cfg.auto_tune_budget > 0 and res.measurement.correct:
