@@ -210,6 +210,60 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_nightly(args: argparse.Namespace) -> int:
+    from profd.daemon import gpu_summary
+    from profd.jobqueue import JobQueue
+    from profd.model import JobKind
+    from profd.nightly import run_inline, targets_of
+    from profd.status import collect
+    from profd.store import Store
+
+    cfg = _config(args)
+    if args.dirs:
+        cfg.watch.dirs = [str(Path(d).expanduser().resolve()) for d in args.dirs]
+    if args.budget is not None:
+        cfg.nightly.budget = args.budget
+    if args.cpu:
+        cfg.run.force_cpu = True
+    with Store() as store:
+        targets = targets_of(cfg, store)
+        if not targets:
+            raise UserError("no targets: set [watch] dirs in the config, pass directories, or profile a file first.")
+        if collect()["running"] and not args.inline:
+            q = JobQueue(store)
+            jobs = [q.enqueue(t, JobKind.NIGHTLY)[0].id for t in targets]
+            _emit(args, {"queued": jobs}, f"queued {len(jobs)} nightly job(s) in the running daemon; saves go first. "
+                                          "The report is written when the last one finishes (`profd report`).")
+            return EXIT_OK
+        from profd.warm import WarmWorker
+
+        has_gpu, _ = gpu_summary()
+        warm = WarmWorker()
+        try:
+            warm.start()
+        except Exception:
+            warm = None  # type: ignore[assignment]
+        try:
+            rep, where, note = run_inline(cfg, store, has_gpu=has_gpu and not cfg.run.force_cpu, runner=warm,
+                                          targets=targets, say=lambda s: None if args.json else print(s, file=sys.stderr))
+        finally:
+            if warm is not None:
+                warm.close()
+    _emit(args, {"report": str(where), "mail": note, "counts": rep.counts()},
+          f"nightly report: {where}\n{note}\n" + ", ".join(f"{k}: {v}" for k, v in rep.counts().items()))
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from profd.nightly_report import load_latest
+
+    saved = load_latest()
+    if saved is None:
+        raise UserError("no nightly report yet: run `profd nightly` (or wait for the timer).")
+    _emit(args, saved.to_dict(), saved.text() + f"\n(HTML: {saved.html_path})")
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -259,6 +313,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--force", action="store_true", help="even if the file changed since tuning")
     s.add_argument("--session", type=int, help="a specific tuning session (default: the latest)")
     s.set_defaults(func=cmd_apply)
+
+    s = sub.add_parser("nightly", parents=[common], help="re-check, tune deeper and report on every target")
+    s.add_argument("dirs", nargs="*", metavar="DIR", help="kernel directories (default: [watch] dirs)")
+    s.add_argument("--budget", type=int, help="candidates per target (default: [nightly] budget)")
+    s.add_argument("--inline", action="store_true", help="run here even if a daemon is running")
+    s.add_argument("--cpu", action="store_true", help="run in Triton's CPU interpreter")
+    s.add_argument("--config", help="config file")
+    s.set_defaults(func=cmd_nightly)
+
+    s = sub.add_parser("report", parents=[common], help="show the latest nightly report")
+    s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("watch", parents=[common], help="watch directories in the foreground; re-check every save")
     s.add_argument("dirs", nargs="+", metavar="DIR")

@@ -303,12 +303,12 @@ def _close(store: Store, r: TuneResult) -> None:
 
 
 def tune_job(worker: Any, job: Any, path: Path) -> None:
-    """A TUNE or NIGHTLY job from the queue: tune with the configured budget, yield to saves."""
-    from profd.model import JobKind, JobState
+    """A TUNE job from the queue: tune with the configured budget, yield to saves."""
+    from profd.model import JobState
 
     d = worker.daemon
     cfg = d.cfg
-    budget = cfg.nightly.budget if job.kind == JobKind.NIGHTLY else (cfg.run.auto_tune_budget or cfg.run.tune_budget)
+    budget = cfg.run.auto_tune_budget or cfg.run.tune_budget
     res = tune(path, worker.store, budget=budget, advisors=build_advisors(cfg), runner=d.runner,
                counters=cfg.run.counters and worker.has_gpu, force_cpu=cfg.run.force_cpu,
                timeout_s=cfg.run.timeout_s, kind=job.kind.value,

@@ -33,8 +33,12 @@ class Worker:
         try:
             if job.kind == JobKind.PROFILE:
                 self._profile(job, path)
-            elif job.kind in (JobKind.TUNE, JobKind.NIGHTLY):
+            elif job.kind == JobKind.TUNE:
                 self._tune(job, path)
+            elif job.kind == JobKind.NIGHTLY:
+                from profd.nightly import nightly_job
+
+                nightly_job(self, job, path)
         except Cancelled:
             self.queue.requeue(job, "abandoned at shutdown; will re-run")
             self.daemon.say(f"job {job.id} ({path.name}) abandoned at shutdown; it will re-run on restart")

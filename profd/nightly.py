@@ -1,0 +1,243 @@
+"""The nightly run: re-check every target, look for drift, tune deeper, report, mail.
+
+Per target: re-verify and re-time the current source; re-measure the best
+candidate kept by the last tuning session (a driver, CUDA, Triton or code change
+can make yesterday's winner wrong or slow: that drift is reported); then tune
+with the nightly budget. With a daemon running, ``profd nightly`` queues one
+low-priority NIGHTLY job per target (saves pre-empt them) and the worker writes
+the report when the last one finishes; without a daemon it all runs inline.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from profd import harness
+from profd.config import Config
+from profd.model import Candidate
+from profd.nightly_report import (FindingLine, NightlyReport, ReadyCandidate, RooflinePoint, TargetSummary, TimeAt,
+                                  save)
+from profd.store import RunRecord, Store
+from profd.watcher import is_editor_temp
+
+DAY = 24 * 3600.0
+
+
+def targets_of(cfg: Config, store: Store) -> list[Path]:
+    """Every kernel file under the watched directories, else every target with history."""
+    found: list[Path] = []
+    for d in cfg.watch.dirs:
+        for root, dirs, files in os.walk(d):
+            dirs[:] = [x for x in dirs if not x.startswith(".") and x != "__pycache__"]
+            for f in sorted(files):
+                if not is_editor_temp(f) and any(fnmatch.fnmatch(f, p) for p in cfg.watch.patterns):
+                    found.append(Path(root, f).resolve())
+    if not found:
+        found = [Path(t) for t in store.targets() if Path(t).exists()]
+    return sorted(dict.fromkeys(found))
+
+
+@dataclass
+class TargetNight:
+    """What one target's nightly pass produced (input to the report)."""
+
+    path: Path
+    summary: TargetSummary
+    notes: list[str] = field(default_factory=list)
+
+
+def _yesterday(store: Store, path: Path, device: Optional[str], before: float) -> Optional[RunRecord]:
+    row = store.db.execute(
+        "SELECT id FROM runs WHERE target=? AND device IS ? AND correct=1 AND median_ms IS NOT NULL AND started_at < ? "
+        "ORDER BY started_at DESC LIMIT 1", (str(path), device, before - 12 * 3600)).fetchone()
+    if row is None:  # no run a day old: the last one before tonight's
+        row = store.db.execute(
+            "SELECT id FROM runs WHERE target=? AND device IS ? AND correct=1 AND median_ms IS NOT NULL "
+            "AND started_at < ? ORDER BY started_at DESC LIMIT 1", (str(path), device, before)).fetchone()
+    if row is None:
+        return None
+    return next((r for r in store.history(path, 500) if r.id == row["id"]), None)
+
+
+def _drift(store: Store, path: Path, runner: Optional[harness.Runner], timeout_s: float,
+           force_cpu: bool) -> Optional[str]:
+    """Re-measure the last kept candidate; say so when it no longer holds."""
+    from profd.tune import _measure_source
+
+    row = store.db.execute(
+        "SELECT c.candidate_id, c.source_path, c.median_ms FROM tune_sessions s JOIN candidates c "
+        "ON c.session_id = s.id AND c.candidate_id = s.best_candidate WHERE s.target=? AND c.accepted=1 "
+        "ORDER BY s.id DESC LIMIT 1", (str(path),)).fetchone()
+    if row is None or not Path(row["source_path"]).exists():
+        return None
+    cand = Candidate(id=row["candidate_id"], source=Path(row["source_path"]).read_text(), advisor="recheck",
+                     rationale="nightly drift check")
+    m = _measure_source(path, cand, runner=runner, timeout_s=timeout_s, force_cpu=force_cpu)
+    if not m.correct:
+        return (f"drift: the kept candidate {row['candidate_id']} is no longer correct "
+                f"({m.verdict.status.value}: {m.verdict.message[:160]}); do not apply it")
+    if m.timing and row["median_ms"] and m.timing.representative:
+        change = 100.0 * (m.timing.median_ms - row["median_ms"]) / row["median_ms"]
+        if change > max(m.timing.spread_pct, 3.0):
+            return (f"drift: the kept candidate {row['candidate_id']} now takes {m.timing.median_ms:.4g} ms, "
+                    f"{change:+.0f}% vs {row['median_ms']:.4g} ms when it was kept")
+    return None
+
+
+def night_for(path: Path, store: Store, cfg: Config, *, has_gpu: bool, runner: Optional[harness.Runner] = None,
+              should_stop: Callable[[], bool] = lambda: False, started: Optional[float] = None) -> TargetNight:
+    """One target's nightly pass: re-check, drift, tune; returns its summary."""
+    from profd.pipeline import profile
+    from profd.tune import build_advisors, tune
+
+    started = started or time.time()
+    notes: list[str] = []
+    res = profile(path, store, counters=cfg.run.counters and has_gpu, timeout_s=cfg.run.timeout_s,
+                  force_cpu=cfg.run.force_cpu, runner=runner)
+    m = res.measurement
+    device = m.device.name if m.device else None
+    drift = _drift(store, path, runner, cfg.run.timeout_s, cfg.run.force_cpu) if m.correct else None
+    tuned = None
+    if m.correct and cfg.nightly.budget > 0:
+        tuned = tune(path, store, budget=cfg.nightly.budget, advisors=build_advisors(cfg), runner=runner,
+                     counters=False, force_cpu=cfg.run.force_cpu, timeout_s=cfg.run.timeout_s, kind="nightly",
+                     should_stop=should_stop)
+        notes += tuned.notes[:3]
+    y = _yesterday(store, path, device, started)
+    best = store.best(path, device)
+    t = m.timing
+    now = TimeAt(ms=t.median_ms, device=device or "", at=m.started_at, run_id=res.run_id) if t else None
+    regression = False
+    drift_note = drift or ""
+    if not m.correct and y is not None:
+        regression = True
+        drift_note = drift_note or f"was correct on {time.strftime('%Y-%m-%d', time.localtime(y.started_at))}"
+    elif t and y and y.median_ms:
+        change = 100.0 * (t.median_ms - y.median_ms) / y.median_ms
+        noise = max(t.spread_pct, y.spread_pct or 0.0, 3.0)
+        if change > noise:
+            regression = True
+            drift_note = (drift_note + "; " if drift_note else "") + \
+                f"{change:+.1f}% vs the last earlier run, beyond the {noise:.1f}% noise"
+    summary = TargetSummary(
+        path=str(path), correct=m.correct, status=m.verdict.status.value,
+        message="" if m.correct else m.verdict.message,
+        now=now, yesterday=TimeAt.from_record(y) if y else None, best=TimeAt.from_record(best) if best else None,
+        roofline=RooflinePoint.from_roofline(res.roofline) if res.roofline else None,
+        findings=[FindingLine.from_finding(f) for f in res.findings[:3]],
+        regression=regression, drift_note=drift_note,
+        history=[(r.started_at, r.median_ms) for r in reversed(store.history(path, 60))
+                 if r.correct and r.median_ms is not None and r.device == device],
+    )
+    if tuned is not None and tuned.best_candidate:
+        best_attempt = next(a for a in tuned.attempts if a.candidate.id == tuned.best_candidate)
+        from advisors.base import unified_diff
+
+        ready = ReadyCandidate.from_candidate(best_attempt.candidate, best_attempt.verdict)
+        ready.speedup = tuned.speedup
+        ready.diff = unified_diff(path.read_text(), tuned.best_source, path.name)
+        summary.candidates.append(ready)
+    return TargetNight(path, summary, notes)
+
+
+def assemble(nights: list[TargetNight], store: Store, *, has_gpu: bool) -> NightlyReport:
+    """The report over every target of tonight's run."""
+    device = next((t.summary.now.device for t in nights if t.summary.now and t.summary.now.device), "")
+    rep = NightlyReport(date=time.strftime("%Y-%m-%d"), device=device or "no GPU (Triton CPU interpreter)",
+                        targets=[n.summary for n in nights])
+    if has_gpu and device:
+        import hwspecs
+        from hwspecs.ceilings import ceilings
+
+        spec = hwspecs.match(device)
+        if spec is not None:
+            c = ceilings(spec)
+            rep.peak_gbps = c.memory_gbps
+            prec = "bf16" if "bf16" in c.tflops else next(iter(c.tflops), "")
+            rep.peak_tflops = c.tflops.get(prec)
+            rep.precision = prec
+            rep.ceilings_source = c.source
+    else:
+        rep.notes.append("No GPU: kernels ran in Triton's CPU interpreter; correctness is real, times are not "
+                         "representative of GPU performance.")
+    for n in nights:
+        rep.notes += [f"{n.path.name}: {x}" for x in n.notes]
+    return rep
+
+
+def deliver(rep: NightlyReport, cfg: Config) -> tuple[Path, str]:
+    """Save the report to disk, then mail it when [mail] is configured. Never raises for mail."""
+    from profd.nightly_report import render_html, render_text
+
+    where = save(rep)
+    if not cfg.mail:
+        return where, "not mailed: no [mail] section in the config"
+    from profd import mail
+
+    try:
+        mcfg = mail.MailConfig.from_mapping(cfg.mail)
+    except (ValueError, mail.MailConfigError) as e:
+        return where, f"not mailed: [mail] config is wrong: {e}"
+    html, images = render_html(rep)
+    msg = mail.build_message(rep, html, images, render_text(rep), mcfg)
+    result = mail.send(msg, mcfg)
+    return where, ("mailed to " + ", ".join(mcfg.to)) if result.ok else f"mail failed (kept in the outbox, will "\
+        f"retry): {result.message}"
+
+
+def run_inline(cfg: Config, store: Store, *, has_gpu: bool, runner: Optional[harness.Runner] = None,
+               targets: Optional[list[Path]] = None, say: Callable[[str], None] = print) -> tuple[NightlyReport, Path, str]:
+    """The whole nightly run in this process (no daemon)."""
+    started = time.time()
+    nights = []
+    for path in targets or targets_of(cfg, store):
+        say(f"nightly: {path.name}")
+        nights.append(night_for(path, store, cfg, has_gpu=has_gpu, runner=runner, started=started))
+    rep = assemble(nights, store, has_gpu=has_gpu)
+    where, mail_note = deliver(rep, cfg)
+    return rep, where, mail_note
+
+
+# --------------------------------------------------------------------------- through the daemon
+
+
+def pending_dir() -> Path:
+    """Where tonight's per-target summaries wait until the last NIGHTLY job is done."""
+    from profd.paths import artifacts_dir
+
+    return artifacts_dir("nightly-pending")
+
+
+def nightly_job(worker: Any, job: Any, path: Path) -> None:
+    """A NIGHTLY job: one target's pass; the last one assembles and delivers the report."""
+    import json
+
+    from profd.model import JobKind, JobState
+
+    d = worker.daemon
+    stop = lambda: d.stop_requested.is_set() or worker.queue.urgent_waiting(job.priority)  # noqa: E731
+    night = night_for(path, worker.store, d.cfg, has_gpu=worker.has_gpu, runner=d.runner, should_stop=stop)
+    key = f"{job.id:08d}-{path.stem}.json"
+    tmp = pending_dir() / (key + ".tmp")
+    tmp.write_text(json.dumps({"path": str(path), "summary": night.summary.to_dict(), "notes": night.notes}))
+    os.replace(tmp, pending_dir() / key)
+    worker.queue.finish(job, JobState.DONE)
+    d.say(f"nightly: {path.name} done")
+    others = [j for j in worker.queue.pending() if j.kind == JobKind.NIGHTLY and j.id != job.id]
+    if others:
+        return
+    files = sorted(pending_dir().glob("*.json"))
+    nights = []
+    for f in files:
+        data = json.loads(f.read_text())
+        nights.append(TargetNight(Path(data["path"]), TargetSummary.from_dict(data["summary"]), data["notes"]))
+    rep = assemble(nights, worker.store, has_gpu=worker.has_gpu)
+    where, note = deliver(rep, d.cfg)
+    for f in files:
+        f.unlink()
+    d.say(f"nightly report: {where} ({note})")

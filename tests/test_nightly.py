@@ -1,0 +1,105 @@
+"""The nightly run on real kernels (CPU interpreter), mailed to a real SMTP server,
+inline and through the daemon's queue."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from profd import config
+from profd.nightly import run_inline
+from profd.nightly_report import load_latest
+from profd.store import Store
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Inbox:
+    def __init__(self) -> None:
+        self.messages: list[tuple[list[str], bytes]] = []
+
+    async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
+        self.messages.append((list(envelope.rcpt_tos), envelope.original_content or envelope.content))
+        return "250 OK"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def kernels(tmp_path: Path) -> Path:
+    d = tmp_path / "kernels"
+    d.mkdir()
+    for name in ("vector_add.py", "kernelbench_relu.py"):
+        shutil.copy(ROOT / "examples" / "kernels" / name, d / name)
+    return d
+
+
+def test_nightly_inline_saves_and_mails_the_report(kernels: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROFD_STATE_DIR", str(tmp_path / "state"))
+    inbox = Inbox()
+    port = free_port()
+    ctl = Controller(inbox, hostname="127.0.0.1", port=port)
+    ctl.start()
+    try:
+        cfg = config.load(tmp_path / "none.toml", env={})
+        cfg.watch.dirs = [str(kernels)]
+        cfg.nightly.budget = 2
+        cfg.mail = {"host": "127.0.0.1", "port": port, "security": "none", "from_addr": "profd@localhost",
+                    "to": ["team@example.com"], "timeout_s": 10}
+        with Store() as store:
+            rep, where, note = run_inline(cfg, store, has_gpu=False, say=lambda s: None)
+    finally:
+        ctl.stop()
+    assert {Path(t.path).name for t in rep.targets} == {"vector_add.py", "kernelbench_relu.py"}
+    assert all(t.correct for t in rep.targets)
+    assert note == "mailed to team@example.com"
+    assert Path(where).exists() and load_latest() is not None
+    assert len(inbox.messages) == 1
+    rcpts, raw = inbox.messages[0]
+    assert rcpts == ["team@example.com"]
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    html = msg.get_body(("html",)).get_content()
+    assert "vector_add.py" in html and "kernelbench_relu.py" in html
+    cids = [p["Content-ID"].strip("<>") for p in msg.walk() if p.get_content_maintype() == "image"]
+    assert cids and all(f"cid:{c}" in html for c in cids)
+    # each target got a nightly tuning session stored
+    with Store() as store:
+        kinds = [r[0] for r in store.db.execute("SELECT kind FROM tune_sessions")]
+    assert kinds.count("nightly") == 2
+
+
+def test_nightly_through_the_daemon_queue(kernels: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from profd.jobqueue import JobQueue
+    from profd.model import JobKind
+
+    monkeypatch.setenv("PROFD_STATE_DIR", str(tmp_path / "state"))
+    env = dict(os.environ, PROFD_CONFIG=str(tmp_path / "none.toml"), PROFD_NIGHTLY_BUDGET="1")
+    # queue the nightly jobs as `profd nightly` does with a daemon up, then let a daemon drain them
+    with Store() as store:
+        q = JobQueue(store)
+        for f in sorted(kernels.glob("*.py")):
+            q.enqueue(f, JobKind.NIGHTLY)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = subprocess.run([sys.executable, "-m", "profd.cli", "watch", str(empty), "--once", "--no-counters"],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "nightly: vector_add.py done" in out.stdout
+    assert "nightly report:" in out.stdout
+    rep = subprocess.run([sys.executable, "-m", "profd.cli", "report", "--json"], env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert rep.returncode == 0 and "kernelbench_relu.py" in rep.stdout
