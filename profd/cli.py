@@ -184,7 +184,9 @@ def cmd_specs(args: argparse.Namespace) -> int:
         if args.measure:
             if detected is None or not detected.is_gpu:
                 raise UserError("--measure needs the GPU it measures; run it on the machine with the device.")
-            ceil = measure_ceilings(spec)
+            from profd.paths import state_dir
+
+            ceil = measure_ceilings(spec, state_dir())  # cached: every later report uses them
         else:
             ceil = ceilings(spec)
     _emit(args, hwspecs.specs_json(detected, ceil, spec=spec), hwspecs.describe(detected, ceil, spec=spec))
