@@ -266,6 +266,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from profd.doctor import render, run_checks
+
+    cfg = _config(args)
+    checks = run_checks(cfg, progress=(lambda c: None) if args.json else (lambda c: print(render(c), flush=True)))
+    if args.json:
+        print(json.dumps({"checks": [c.to_dict() for c in checks]}, indent=2))
+    return EXIT_OK if all(c.ok for c in checks) else EXIT_TARGET_FAILED
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -326,6 +336,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("report", parents=[common], help="show the latest nightly report")
     s.set_defaults(func=cmd_report)
+
+    s = sub.add_parser("doctor", parents=[common], help="check GPU, profiler permissions, LLM endpoint, mail")
+    s.add_argument("--config", help="config file")
+    s.set_defaults(func=cmd_doctor)
 
     s = sub.add_parser("watch", parents=[common], help="watch directories in the foreground; re-check every save")
     s.add_argument("dirs", nargs="+", metavar="DIR")
