@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Optional
 
 from hwspecs.spec import Ceilings
-from profd.model import Roofline
+from profd.model import CounterTable, Roofline
 
 #: Below this many seconds a launch is dominated by fixed costs (launch, ramp-up, drain).
 LAUNCH_BOUND_S = 10e-6
@@ -167,3 +167,14 @@ def _classify_from_sol(roof: Roofline, row: Mapping[str, Any]) -> None:
         roof.bound = "latency-bound"
     else:
         roof.bound = "memory-bound" if mem >= sm else "compute-bound"
+
+
+def main_roofline(table: CounterTable, ceilings: Optional[Ceilings], precision: str = "bf16") -> Optional[Roofline]:
+    """The roofline placement of the kernel with the largest share of the profiled time."""
+    from advisors.diagnosis import kernel_rows  # diagnosis imports this module
+
+    rows = kernel_rows(table)
+    if not rows:
+        return None
+    main = max(rows, key=lambda r: r.total_ns or 0.0)
+    return from_counters(main.metrics, ceilings, precision)

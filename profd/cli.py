@@ -194,7 +194,7 @@ def cmd_specs(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from advisors.explain import explain
+    from profd.explain import explain
     from collectors.errors import CaptureError
 
     path = Path(args.capture).expanduser()

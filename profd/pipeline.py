@@ -143,7 +143,7 @@ def diagnose_into(res: ProfileResult, path: Path, store: Store) -> None:
     if t is not None and t.representative and (t.flops or t.bytes_moved) and ceilings is not None:
         res.roofline = place(t.flops, t.bytes_moved, t.median_ms / 1e3, ceilings, precision)
     elif res.counters is not None and ceilings is not None:
-        from advisors.explain import main_roofline
+        from advisors.roofline import main_roofline
 
         res.roofline = main_roofline(res.counters, ceilings, precision)
     if res.counters is not None:
@@ -204,7 +204,7 @@ def diagnose_into(res: ProfileResult, path: Path, store: Store) -> None:
     if t is not None and t.representative and (t.flops or t.bytes_moved) and ceilings is not None:
         res.roofline = place(t.flops, t.bytes_moved, t.median_ms / 1e3, ceilings, precision)
     elif res.counters is not None and ceilings is not None:
-        from advisors.explain import main_roofline
+        from advisors.roofline import main_roofline
 
         res.roofline = main_roofline(res.counters, ceilings, precision)
     if res.counters is not None:

@@ -78,22 +78,13 @@ def explain(
     spec, note = resolve_device(table, device)
     ceilings = _ceilings(spec, cache_dir)
     knobs = discover(Path(source)) if source is not None else None
-    roof = main_roofline(table, ceilings, precision)
+    roof = roofline_mod.main_roofline(table, ceilings, precision)
     findings = diagnose(table, spec, ceilings, roofline=roof, knobs=knobs, precision=precision)
     md = render_markdown(target=path.name, measurement=None, history=(), roofline=roof, findings=findings,
                          table=table, spec=spec, ceilings=ceilings, device_note=note)
     notes = [note] if note else []
     return ExplainResult(markdown=md, findings=findings, roofline=roof, table=table, spec=spec,
                          ceilings=ceilings, device_note=note, knobs=knobs, notes=notes + list(table.warnings))
-
-
-def main_roofline(table: CounterTable, ceilings: Optional[Ceilings], precision: str = "bf16") -> Optional[Roofline]:
-    """The roofline placement of the kernel with the largest share of the profiled time."""
-    rows = kernel_rows(table)
-    if not rows:
-        return None
-    main = max(rows, key=lambda r: r.total_ns or 0.0)
-    return roofline_mod.from_counters(main.metrics, ceilings, precision)
 
 
 def resolve_device(table: CounterTable, device: Optional[str]) -> tuple[Optional[DeviceSpec], str]:
