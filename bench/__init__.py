@@ -1,0 +1,1 @@
+"""profd's benchmarks: one script per question (see bench/README.md)."""

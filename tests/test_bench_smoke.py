@@ -1,0 +1,77 @@
+"""The bench scripts keep working: one runs for real in --quick mode, the rest must parse their
+arguments, and tuning_quality's explicit grids must still apply to the example sources."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = ["tuning_quality", "latency", "throughput", "overhead", "timing_precision"]
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               PROFD_CONFIG=str(tmp_path / "none.toml"), PYTHONUNBUFFERED="1")
+    env.pop("TRITON_INTERPRET", None)
+    return env
+
+
+def test_timing_precision_quick_writes_its_json(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    cp = subprocess.run([sys.executable, str(ROOT / "bench" / "timing_precision.py"), "--quick", "--out", str(out),
+                         "--runs", "2", "--identical", "2"], env=_env(tmp_path), capture_output=True, text=True,
+                        timeout=60)
+    assert cp.returncode == 0, cp.stdout[-2000:] + cp.stderr[-2000:]
+    files = list(out.glob("timing_precision-*-cpu.json"))
+    assert len(files) == 1, list(out.iterdir())
+    data = json.loads(files[0].read_text())
+    meta = data["meta"]
+    for key in ("question", "date", "device", "device_slug", "torch", "triton", "git", "quick", "params"):
+        assert key in meta, key
+    assert meta["question"] == "timing_precision" and meta["quick"] is True and "commit" in meta["git"]
+    assert files[0].name == f"timing_precision-{meta['date']}-cpu.json"
+    for k in ("vector_add", "matmul"):
+        rep = data["repeat"][k]
+        assert rep["n_ok"] == 2 and rep["median_of_medians_ms"] > 0
+        assert {"min_ms", "max_ms", "range_pct", "cv_pct"} <= set(rep)
+    ident = data["identical"]
+    assert ident["evaluated"] == 2 and ident["accepted"] == 0
+    assert data["targets"]["identical_never_accepted"] is True
+    # the short table comes last
+    assert "target: an identical candidate is never accepted: PASS" in cp.stdout.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_script_parses_its_arguments(script: str, tmp_path: Path) -> None:
+    cp = subprocess.run([sys.executable, str(ROOT / "bench" / f"{script}.py"), "--help"], env=_env(tmp_path),
+                        capture_output=True, text=True, timeout=60)
+    assert cp.returncode == 0, cp.stderr
+    assert "--out" in cp.stdout and "--quick" in cp.stdout
+
+
+def test_tuning_quality_grids_apply_to_the_examples() -> None:
+    sys.path.insert(0, str(ROOT))
+    from bench import tuning_quality as tq
+
+    assert set(tq.GRIDS) == set(tq.ORDER)
+    for name, grid in tq.GRIDS.items():
+        src = (ROOT / "examples" / "kernels" / f"{name}.py").read_text()
+        assert 1 <= len(grid["points"]) <= 50, name
+        for point in grid["points"]:
+            new = tq.variant_source(src, point, bool(grid.get("grouped")))
+            got = tq.knob_values(new, list(point))
+            assert got == point, (name, point, got)
+            compile(new, name, "exec")
+        if grid.get("grouped"):
+            assert tq.is_grouped(new) and not tq.is_grouped(src)
+
+
+def test_run_all_gpu_script_is_valid_bash() -> None:
+    cp = subprocess.run(["bash", "-n", str(ROOT / "bench" / "run_all_gpu.sh")], capture_output=True, text=True)
+    assert cp.returncode == 0, cp.stderr
