@@ -237,21 +237,20 @@ def cmd_nightly(args: argparse.Namespace) -> int:
             _emit(args, {"queued": jobs}, f"queued {len(jobs)} nightly job(s) in the running daemon; saves go first. "
                                           "The report is written when the last one finishes (`profd report`).")
             return EXIT_OK
-        from profd.warm import WarmWorker
+        from profd.executors import ExecutorError
 
         has_gpu, _ = gpu_summary()
-        warm = WarmWorker()
+        placement: list[dict[str, Any]] = []
+        t0 = time.time()
         try:
-            warm.start()
-        except Exception:
-            warm = None  # type: ignore[assignment]
-        try:
-            rep, where, note = run_inline(cfg, store, has_gpu=has_gpu and not cfg.run.force_cpu, runner=warm,
-                                          targets=targets, say=lambda s: None if args.json else print(s, file=sys.stderr))
-        finally:
-            if warm is not None:
-                warm.close()
-    _emit(args, {"report": str(where), "mail": note, "counts": rep.counts()},
+            # On the configured executor: one target per GPU (slot) at a time.
+            rep, where, note = run_inline(cfg, store, has_gpu=has_gpu and not cfg.run.force_cpu, targets=targets,
+                                          say=lambda s: None if args.json else print(s, file=sys.stderr),
+                                          on_done=placement.append)
+        except ExecutorError as e:  # a wrong [executor] table, no slot to run on
+            raise UserError(f"cannot run the nightly: {e}") from None
+    _emit(args, {"report": str(where), "mail": note, "counts": rep.counts(), "wall_s": round(time.time() - t0, 2),
+                 "placement": placement},
           f"nightly report: {where}\n{note}\n" + ", ".join(f"{k}: {v}" for k, v in rep.counts().items()))
     return EXIT_OK
 

@@ -4,6 +4,10 @@
 in how they talk (human lines vs journald-prefixed log lines). The daemon process
 holds no GPU context: every measurement runs in a child (forked from the warm
 worker, or started cold), and the GPU is only ever looked at through NVML.
+
+Jobs run on an executor (``profd.executors``): one slot per GPU, each slot a thread
+with its own runner and Store connection. The main loop only hands queued jobs to
+free slots (``JobQueue.claim(worker=slot.id)``) and keeps ``daemon.json`` current.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Any, Optional, TextIO
 
 from profd import config as config_mod
 from profd.config import Config
+from profd.executors import Executor, Slot, slot_config
 from profd.jobqueue import JobQueue
 from profd.model import Job, JobKind, JobState
 from profd.paths import state_dir
@@ -143,10 +148,63 @@ class DaemonState:
     config_source: str = ""
     warm_worker: bool = False
     notes: list[str] = field(default_factory=list)
+    executor: str = ""  # "local" or "ray"
+    workers: list[dict[str, Any]] = field(default_factory=list)  # one per slot: device, state, job
+
+
+class _Either:
+    """``is_set()`` of either of two events: the daemon stops, or this slot's job is cancelled."""
+
+    def __init__(self, a: threading.Event, b: threading.Event) -> None:
+        self.a, self.b = a, b
+
+    def is_set(self) -> bool:
+        return self.a.is_set() or self.b.is_set()
+
+
+class SlotView:
+    """The daemon as a job running in one slot sees it: that slot's runner and stop flag.
+
+    Worker, tune_job and nightly_job read ``daemon.runner``, ``daemon.cfg`` and
+    ``daemon.stop_requested``; through this view each gets its own slot's."""
+
+    def __init__(self, daemon: "Daemon", slot: Slot) -> None:
+        self._daemon = daemon
+        self.slot = slot
+        self.stop_requested = _Either(daemon.stop_requested, slot.cancel)
+        self.daemon_stop_requested = daemon.stop_requested
+
+    @property
+    def runner(self) -> Any:
+        return self.slot.runner
+
+    @property
+    def cfg(self) -> Config:
+        return slot_config(self._daemon.cfg, self.slot)
+
+    def say(self, text: str) -> None:
+        # With several slots, say where: two jobs' lines interleave.
+        multi = self._daemon.executor is not None and len(self._daemon.executor.slots()) > 1
+        self._daemon.say(f"[{self.slot.id}] {text}" if multi else text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._daemon, name)
+
+
+class SlotQueue(JobQueue):
+    """A slot's queue connection. A save pre-empts a long job only when no slot is
+    free for it: with a free slot the daemon hands the save there within 0.1 s."""
+
+    def __init__(self, store: Store, executor: Executor) -> None:
+        super().__init__(store)
+        self.executor = executor
+
+    def urgent_waiting(self, than_priority: int) -> bool:
+        return super().urgent_waiting(than_priority) and not self.executor.free_slots()
 
 
 class Daemon:
-    """Watch directories, queue saves, run one job at a time, report each step."""
+    """Watch directories, queue saves, run one job per slot (GPU) at a time, report each step."""
 
     def __init__(self, cfg: Config, *, service: bool = False, out: TextIO = sys.stdout,
                  config_file: Optional[Path] = None, once: bool = False) -> None:
@@ -157,10 +215,11 @@ class Daemon:
         self.once = once  # exit when the queue is empty (tests, one-shot runs)
         self.stop_requested = threading.Event()
         self.reload_requested = threading.Event()
-        self.current: Optional[Job] = None
-        self.job_started = 0.0
-        self.warm: Any = None
-        self.runner: Any = None
+        self.executor: Optional[Executor] = None
+        self.has_gpu = False
+        self._workers: dict[str, Any] = {}  # slot id -> that slot's Worker (own Store connection)
+        self._say_lock = threading.Lock()
+        self.store_path: Optional[Path] = None
         self.watcher: Optional[Watcher] = None
         self.state_dir = state_dir()
         self.state = DaemonState(pid=os.getpid(), started_at=time.time(), mode="service" if service else "foreground",
@@ -171,24 +230,31 @@ class Daemon:
 
     def say(self, text: str) -> None:
         """A human line in the foreground; an info log line under systemd."""
-        if self.service:
-            for line in text.rstrip().splitlines():
-                log.info(line)
-        else:
-            print(text, file=self.out, flush=True)
+        with self._say_lock:  # slots are threads: keep each message's lines together
+            if self.service:
+                for line in text.rstrip().splitlines():
+                    log.info(line)
+            else:
+                print(text, file=self.out, flush=True)
 
     # ------------------------------------------------------------------ lifecycle
 
     def _signals(self) -> None:
         def on_term(signum: int, frame: Any) -> None:
             self.stop_requested.set()
-            # Abandon the measurement in flight; its job goes back to the queue.
-            if self.warm is not None:
-                self.warm.kill_current()
+            # Abandon the measurements in flight (every slot); their jobs go back to the queue.
+            if self.executor is not None:
+                self.executor.cancel_all()
 
+        self._old_handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
         signal.signal(signal.SIGTERM, on_term)
         signal.signal(signal.SIGINT, on_term)
         signal.signal(signal.SIGHUP, lambda s, f: self.reload_requested.set())
+
+    def _restore_signals(self) -> None:
+        # Daemon.run can be called in a process that goes on (tests, an embedding program).
+        for sig, handler in getattr(self, "_old_handlers", {}).items():
+            signal.signal(sig, handler)
 
     def _start_watcher(self, store: Store) -> None:
         if not self.cfg.watch.dirs:
@@ -240,19 +306,30 @@ class Daemon:
 
     def write_state(self) -> None:
         self.state.heartbeat = time.time()
-        self.state.current_job = (
-            {"id": self.current.id, "path": self.current.path, "kind": self.current.kind.value,
-             "running_s": round(time.time() - self.job_started, 1)} if self.current else None)
-        self.state.warm_worker = bool(self.warm is not None and self.warm.alive())
+        workers = self.executor.describe() if self.executor is not None else []
+        self.state.workers = workers
+        # The first running job, as before there were slots (older readers of daemon.json).
+        self.state.current_job = next((w["job"] for w in workers if w["job"]), None)
+        self.state.warm_worker = any(
+            getattr(s.runner, "alive", lambda: False)() or "warm" in s.runner_kind
+            for s in (self.executor.slots() if self.executor is not None else []) if s.runner is not None)
         tmp = self.state_dir / "daemon.json.tmp"
-        tmp.write_text(json.dumps(self.state.__dict__))
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, self.state_dir / "daemon.json")
+        try:
+            tmp.write_text(json.dumps(self.state.__dict__))
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, self.state_dir / "daemon.json")
+        except OSError as e:  # a full or read-only state dir: status goes stale, the daemon goes on
+            if not getattr(self, "_state_write_failed", False):
+                log.warning("cannot write %s (%s); `profd status` shows stale data until there is room again",
+                            self.state_dir / "daemon.json", e)
+            self._state_write_failed = True
+            tmp.unlink(missing_ok=True)
+        else:
+            self._state_write_failed = False
 
     def healthy(self) -> bool:
-        """For systemd's watchdog: the loop turns (or a job is within its limit) and the watcher lives."""
-        loop_ok = time.monotonic() - self.last_loop < 10.0 or (
-            self.current is not None and time.time() - self.job_started < self.cfg.run.timeout_s * 3 + 60)
+        """For systemd's watchdog: the loop turns (jobs run on slot threads, never in it) and the watcher lives."""
+        loop_ok = time.monotonic() - self.last_loop < 10.0
         watch_ok = self.watcher is None or self.watcher.healthy()
         return loop_ok and watch_ok
 
@@ -281,73 +358,116 @@ class Daemon:
 
     def _run(self) -> int:
         self._signals()
+        try:
+            return self._serve()
+        finally:
+            self._restore_signals()
+
+    def _run_job(self, job: Job, slot: Slot) -> None:
+        """The executor's job function: ``Worker.process`` on the slot's own thread and connection."""
+        from profd.worker import Worker
+
+        worker = self._workers.get(slot.id)
+        if worker is None:
+            store = Store(self.store_path)
+            assert self.executor is not None
+            # slot.has_gpu, not this host's: a Ray slot's GPU is on another machine.
+            worker = Worker(SlotView(self, slot), store, SlotQueue(store, self.executor), slot.has_gpu)
+            self._workers[slot.id] = worker
+        worker.process(job)
+
+    def _serve(self) -> int:
+        from profd import executors
+
         store = Store()
+        self.store_path = store.path
         queue = JobQueue(store)
         for job in queue.recover():
             self.say(f"re-queued job {job.id} ({Path(job.path).name}): it was running when profd stopped")
         has_gpu, gpu_line = gpu_summary()
+        self.has_gpu = has_gpu
         self.state.gpu = gpu_line
         self.say(f"profd {'daemon' if self.service else 'watch'}: {gpu_line}")
-        if self.cfg.run.warm_worker:
-            from profd.warm import WarmWorker
-
-            self.warm = WarmWorker(should_abort=self.stop_requested.is_set)
-            try:
-                self.warm.start()
-            except Exception as e:
-                self.say(f"warm worker unavailable ({e}); each job starts a fresh process")
-                self.warm = None
-        if self.warm is None:
-            from profd.harness import ColdRunner
-
-            self.runner = ColdRunner(should_abort=self.stop_requested.is_set)
-        else:
-            self.runner = self.warm
         try:
-            self._start_watcher(store)
-        except FileNotFoundError as e:
-            self.say(f"error: {e}")
+            self.executor = executors.create(self.cfg, self._run_job, should_abort=self.stop_requested.is_set)
+            self.executor.start()
+        except executors.ExecutorError as e:
+            self.say(f"error: cannot start the {self.cfg.executor.get('kind', 'local')} executor: {e}")
+            self.executor = None
+            store.close()
             return 2
-        if self.watcher is not None:
-            self.say(f"watching {', '.join(self.cfg.watch.dirs)} ({self.watcher.mode}"
-                     f"{'; ' + self.watcher.fallback_reason if self.watcher.fallback_reason else ''})")
-        self.write_state()
-        sd_notify(f"READY=1\nSTATUS=watching {len(self.cfg.watch.dirs)} dir(s); {gpu_line}\nMAINPID={os.getpid()}")
-        self._keepalive()
-        from profd.worker import Worker
-
-        worker = Worker(self, store, queue, has_gpu)
-        last_state = 0.0
+        self.state.executor = self.executor.name
+        slots = self.executor.slots()
+        self.say(f"executor {self.executor.name}: {len(slots)} slot(s): "
+                 + ", ".join(f"{s.id} ({s.device})" for s in slots))
         try:
-            while not self.stop_requested.is_set():
-                self.last_loop = time.monotonic()
-                if self.reload_requested.is_set():
-                    self._reload(store)
-                job = queue.claim()
-                if job is None:
-                    if self.once and not queue.pending():
-                        break
-                    if time.time() - last_state > 1.0:
-                        self.write_state()
-                        last_state = time.time()
-                    self.stop_requested.wait(0.1)
-                    continue
-                self.current, self.job_started = job, time.time()
-                self.write_state()
-                try:
-                    worker.process(job)
-                finally:
-                    self.current = None
-                    self.state.jobs_done += 1
-                    self.write_state()
+            try:
+                self._start_watcher(store)
+            except FileNotFoundError as e:
+                self.say(f"error: {e}")
+                return 2
+            if self.watcher is not None:
+                self.say(f"watching {', '.join(self.cfg.watch.dirs)} ({self.watcher.mode}"
+                         f"{'; ' + self.watcher.fallback_reason if self.watcher.fallback_reason else ''})")
+            self.write_state()
+            sd_notify(f"READY=1\nSTATUS=watching {len(self.cfg.watch.dirs)} dir(s); {gpu_line}; "
+                      f"{len(slots)} slot(s)\nMAINPID={os.getpid()}")
+            self._keepalive()
+            code = self._loop(queue)
         finally:
             sd_notify("STOPPING=1")
             if self.watcher is not None:
                 self.watcher.stop()
-            if self.warm is not None:
-                self.warm.close()
+            # Abandons what still runs: each job function requeues its job before its slot ends.
+            self.executor.stop()
+            for h in self.executor.poll():
+                self.state.jobs_done += 1
+            for w in self._workers.values():
+                w.store.close()
+            self._workers.clear()
             self.state.watcher = "stopped"
             self.write_state()
             store.close()
         self.say("profd stopped")
+        return code
+
+    def _loop(self, queue: JobQueue) -> int:
+        """Hand queued jobs to free slots until stopped (or, with ``once``, until all is done)."""
+        ex = self.executor
+        assert ex is not None
+        last_state = 0.0
+        notes_seen: set[tuple[str, str]] = set()
+        while not self.stop_requested.is_set():
+            self.last_loop = time.monotonic()
+            if self.reload_requested.is_set():
+                self._reload(queue.store)
+            changed = False
+            for slot in ex.free_slots():
+                # claim() is one transaction: the job is this slot's, recorded in jobs.worker.
+                job = queue.claim(worker=slot.id)
+                if job is None:
+                    break
+                ex.submit(job, slot)
+                changed = True
+            for h in ex.poll():
+                self.state.jobs_done += 1
+                changed = True
+                if h.error:  # Worker.process never raises; this is the slot machinery's own trouble
+                    self.say(f"job {h.job.id} on {h.slot.id} ended abnormally: {h.error}")
+                    now = queue.get(h.job.id)
+                    if now is not None and now.state == JobState.RUNNING:
+                        queue.requeue(h.job, f"its slot failed: {h.error}")
+            for s in ex.slots():
+                if s.note and (s.id, s.note) not in notes_seen:
+                    notes_seen.add((s.id, s.note))
+                    self.say(f"{s.id}: {s.note}")
+            if not ex.usable():
+                self.say("error: every slot is down; queued jobs stay queued for the next start")
+                return 3
+            if self.once and not ex.busy() and not queue.pending():
+                break
+            if changed or time.time() - last_state > 1.0:
+                self.write_state()
+                last_state = time.time()
+            self.stop_requested.wait(0.1)
         return 0

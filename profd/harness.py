@@ -16,10 +16,12 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Protocol
+from typing import Any, Callable, Iterator, Optional, Protocol
 
 from profd.model import Measurement, Status, Verdict
 
@@ -27,9 +29,27 @@ from profd.model import Measurement, Status, Verdict
 SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSW|CREDENTIAL|AUTH|COOKIE|SESSION)", re.I)
 
 
+#: Per-thread overrides for every child a thread starts (an executor slot pins its GPU
+#: here, so that a child started by any code on that thread -- the profiler's too --
+#: sees only that GPU). Thread-local because slots are threads of one process.
+_pinned = threading.local()
+
+
+@contextmanager
+def pinned_env(overrides: dict[str, str]) -> Iterator[None]:
+    """Add ``overrides`` (e.g. ``CUDA_VISIBLE_DEVICES=1``) to every child started on this thread."""
+    old = getattr(_pinned, "env", None)
+    _pinned.env = {**(old or {}), **overrides}
+    try:
+        yield
+    finally:
+        _pinned.env = old
+
+
 def scrubbed_env(extra: Optional[dict[str, str]] = None) -> dict[str, str]:
-    """The current environment minus anything that looks like a secret."""
+    """The current environment minus anything that looks like a secret (plus this thread's pinning)."""
     env = {k: v for k, v in os.environ.items() if not SECRET_NAME.search(k)}
+    env.update(getattr(_pinned, "env", None) or {})
     env.update(extra or {})
     env.setdefault("PYTHONUNBUFFERED", "1")
     # The child imports profd from wherever this process got it.

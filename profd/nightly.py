@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -191,19 +192,67 @@ def deliver(rep: NightlyReport, cfg: Config) -> tuple[Path, str]:
 
 
 def run_inline(cfg: Config, store: Store, *, has_gpu: bool, runner: Optional[harness.Runner] = None,
-               targets: Optional[list[Path]] = None, say: Callable[[str], None] = print) -> tuple[NightlyReport, Path, str]:
-    """The whole nightly run in this process (no daemon)."""
+               targets: Optional[list[Path]] = None, say: Callable[[str], None] = print,
+               on_done: Callable[[dict[str, Any]], None] = lambda placed: None) -> tuple[NightlyReport, Path, str]:
+    """The whole nightly run in this process (no daemon).
+
+    With a ``runner``, the targets run one after another through it; without one,
+    on the executor ``cfg.executor`` names (every GPU: one target per slot at a
+    time). ``on_done`` gets, per target, where it ran and how long it took."""
     started = time.time()
-    nights = []
-    for path in targets or targets_of(cfg, store):
-        say(f"nightly: {path.name}")
-        nights.append(night_for(path, store, cfg, has_gpu=has_gpu, runner=runner, started=started))
+    paths = targets or targets_of(cfg, store)
+    if runner is not None:
+        nights = []
+        for path in paths:
+            say(f"nightly: {path.name}")
+            nights.append(night_for(path, store, cfg, has_gpu=has_gpu, runner=runner, started=started))
+    else:
+        nights = _on_executor(cfg, store, paths, has_gpu=has_gpu, started=started, say=say, on_done=on_done)
     rep = assemble(nights, store, has_gpu=has_gpu)
     where, mail_note = deliver(rep, cfg)
     return rep, where, mail_note
 
 
+def _on_executor(cfg: Config, store: Store, paths: list[Path], *, has_gpu: bool, started: float,
+                 say: Callable[[str], None], on_done: Callable[[dict[str, Any]], None]) -> list[TargetNight]:
+    """One nightly pass per target, spread over the executor's slots; results in target order."""
+    from profd.executors import create, run_all, slot_config
+    from profd.model import Job, JobKind, JobState
+
+    nights: dict[int, TargetNight] = {}
+
+    def job_fn(job: Job, slot: Any) -> None:
+        with Store(store.path) as own:  # each slot thread writes through its own connection
+            nights[job.id] = night_for(Path(job.path), own, slot_config(cfg, slot), has_gpu=has_gpu and slot.has_gpu,
+                                       runner=slot.runner, started=started)
+
+    def done(h: Any) -> None:
+        name = Path(h.job.path).name
+        say(f"nightly: {name} {'failed inside profd: ' + h.error if h.error else 'done'} on {h.slot.id} "
+            f"({h.wall_s or 0:.1f} s)")
+        on_done({"target": h.job.path, "slot": h.slot.id, "device": h.slot.device, "started_at": h.started_at,
+                 "wall_s": h.wall_s, "error": h.error})
+
+    ex = create(cfg, job_fn)
+    jobs = [Job(id=i, path=str(p), kind=JobKind.NIGHTLY, priority=10, state=JobState.QUEUED)
+            for i, p in enumerate(paths)]
+    ex.start()
+    try:
+        say(f"nightly: {len(jobs)} target(s) on {len(ex.slots())} slot(s): "
+            + ", ".join(f"{s.id} ({s.device})" for s in ex.slots()))
+        run_all(ex, jobs, on_start=lambda h: say(f"nightly: {Path(h.job.path).name} on {h.slot.id}"), on_done=done)
+    finally:
+        ex.stop()
+    for s in ex.slots():
+        if s.note:
+            say(f"nightly: {s.id}: {s.note}")
+    return [nights[j.id] for j in jobs if j.id in nights]
+
+
 # --------------------------------------------------------------------------- through the daemon
+
+#: With several slots, two NIGHTLY jobs can finish at once and each see itself as the last.
+_REPORT_LOCK = threading.Lock()
 
 
 def pending_dir() -> Path:
@@ -228,10 +277,18 @@ def nightly_job(worker: Any, job: Any, path: Path) -> None:
     os.replace(tmp, pending_dir() / key)
     worker.queue.finish(job, JobState.DONE)
     d.say(f"nightly: {path.name} done")
-    others = [j for j in worker.queue.pending() if j.kind == JobKind.NIGHTLY and j.id != job.id]
-    if others:
-        return
-    files = sorted(pending_dir().glob("*.json"))
+    with _REPORT_LOCK:
+        others = [j for j in worker.queue.pending() if j.kind == JobKind.NIGHTLY and j.id != job.id]
+        files = sorted(pending_dir().glob("*.json"))
+        if others or not files:  # not the last, or another slot's job already reported
+            return
+        _report_pending(worker, files)
+
+
+def _report_pending(worker: Any, files: list[Path]) -> None:
+    import json
+
+    d = worker.daemon
     nights = []
     for f in files:
         data = json.loads(f.read_text())

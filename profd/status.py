@@ -37,7 +37,12 @@ def collect() -> dict[str, Any]:
         and time.time() - float(daemon.get("heartbeat", 0)) < 300
     with Store() as store:
         q = JobQueue(store)
-        pending = [j.to_dict() for j in q.pending()]
+        # Where each job runs (ran): the slot that claimed it, from the jobs table.
+        where = {r[0]: r[1] for r in store.db.execute(
+            "SELECT id, worker FROM jobs WHERE state IN ('queued','running') OR id IN "
+            "(SELECT id FROM jobs ORDER BY id DESC LIMIT 10)")}
+        pending = [dict(j.to_dict(), worker=where.get(j.id, "")) for j in q.pending()]
+        recent = [dict(j.to_dict(), worker=where.get(j.id, "")) for j in q.recent(10)]
         counts = q.counts()
         last = []
         for target in store.targets():
@@ -45,6 +50,7 @@ def collect() -> dict[str, Any]:
             if runs:
                 last.append(runs[0].to_dict())
     data: dict[str, Any] = {"running": running, "state_dir": str(sd), "daemon": daemon, "queue": pending,
+                            "workers": daemon.get("workers", []) if running else [], "recent_jobs": recent,
                             "job_counts": counts, "last_results": last}
     try:
         from profd.mail import outbox_status
@@ -65,15 +71,32 @@ def render(data: dict[str, Any]) -> str:
         if d.get("watcher_note"):
             lines.append(f"  note: {d['watcher_note']}")
         lines.append(f"  device: {d.get('gpu', '?')}; warm worker: {'yes' if d.get('warm_worker') else 'no'}")
-        cj = d.get("current_job")
-        lines.append(f"  current job: {cj['id']} {cj['kind']} {Path(cj['path']).name} ({cj['running_s']} s)"
-                     if cj else "  current job: none")
+        workers = data.get("workers") or []
+        if workers:
+            lines.append(f"  workers ({d.get('executor') or 'local'} executor, {len(workers)} slot(s)):")
+            for w in workers:
+                j = w.get("job")
+                doing = (f"job {j['id']} {j['kind']} {Path(j['path']).name} ({j['running_s']} s)" if j
+                         else w.get("state", "?"))
+                note = f" — {w['note']}" if w.get("note") else ""
+                lines.append(f"    {w['id']:<22} {doing}; {w.get('jobs_done', 0)} done; {w.get('device', '')}{note}")
+        else:
+            cj = d.get("current_job")
+            lines.append(f"  current job: {cj['id']} {cj['kind']} {Path(cj['path']).name} ({cj['running_s']} s)"
+                         if cj else "  current job: none")
     else:
         lines.append("profd is not running" + (f" (last seen pid {d.get('pid')})" if d else ""))
     lines.append(f"  state: {data['state_dir']}")
     q = data["queue"]
     lines.append(f"queue: {len(q)} pending" + "".join(
-        f"\n  job {j['id']}: {j['kind']} {Path(j['path']).name} ({j['state']})" for j in q[:10]))
+        f"\n  job {j['id']}: {j['kind']} {Path(j['path']).name} ({j['state']}"
+        f"{' on ' + j['worker'] if j['state'] == 'running' and j.get('worker') else ''})" for j in q[:10]))
+    done = [j for j in data.get("recent_jobs", []) if j["state"] not in ("queued", "running")]
+    if done:
+        lines.append("recent jobs:")
+        for j in done[:5]:
+            lines.append(f"  job {j['id']}: {j['kind']} {Path(j['path']).name} {j['state']}"
+                         f"{' on ' + j['worker'] if j.get('worker') else ''}")
     if data["last_results"]:
         lines.append("last results:")
         for r in data["last_results"]:

@@ -21,7 +21,10 @@ from profd.harness import ChildRequest, ChildRun, run_child, scrubbed_env
 class WarmWorker:
     """One zygote process; ``run`` forks a harness child from it."""
 
-    def __init__(self, start_timeout_s: float = 120.0, should_abort: Callable[[], bool] = lambda: False) -> None:
+    def __init__(self, start_timeout_s: float = 120.0, should_abort: Callable[[], bool] = lambda: False,
+                 env_overrides: Optional[dict[str, str]] = None) -> None:
+        # The zygote and its forks get these (CUDA_VISIBLE_DEVICES=i: one warm worker per GPU).
+        self.env_overrides = dict(env_overrides or {})
         self.proc: Optional[subprocess.Popen] = None
         self.start_timeout_s = start_timeout_s
         # Polled while a fork runs: the daemon is stopping, abandon the measurement.
@@ -31,7 +34,7 @@ class WarmWorker:
         self.interpret = False
 
     def start(self) -> None:
-        env = scrubbed_env()
+        env = scrubbed_env(self.env_overrides)
         self.proc = subprocess.Popen([sys.executable, "-m", "profd.zygote"], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True,
                                      start_new_session=True)
@@ -71,18 +74,21 @@ class WarmWorker:
         """Fork a child for ``req``; a dead zygote falls back to a cold child."""
         if req.force_cpu and self.alive() and not self.interpret:
             # This zygote's Triton is in GPU mode; the interpreter needs a cold child.
-            return run_child(req, timeout_s=timeout_s, workdir=workdir, should_abort=self.should_abort)
+            return run_child(req, timeout_s=timeout_s, workdir=workdir, should_abort=self.should_abort,
+                             env=scrubbed_env(self.env_overrides))
         with self.lock:
             if not self.alive():
                 try:
                     self.start()
                 except Exception:
-                    return run_child(req, timeout_s=timeout_s, workdir=workdir, should_abort=self.should_abort)
+                    return run_child(req, timeout_s=timeout_s, workdir=workdir, should_abort=self.should_abort,
+                                     env=scrubbed_env(self.env_overrides))
             scratch = Path(tempfile.mkdtemp(prefix="profd-child-", dir=workdir))
             os.chmod(scratch, 0o700)
             req_path, res_path = scratch / "request.json", scratch / "result.json"
             req_path.write_text(json.dumps(req.__dict__))
-            msg = {"request": str(req_path), "result": str(res_path), "cwd": str(scratch), "env": scrubbed_env()}
+            msg = {"request": str(req_path), "result": str(res_path), "cwd": str(scratch),
+                   "env": scrubbed_env(self.env_overrides)}
             t0 = time.time()
             try:
                 assert self.proc and self.proc.stdin
@@ -92,7 +98,8 @@ class WarmWorker:
                 pid = int(json.loads(line)["pid"])
             except Exception:
                 self.close()
-                return run_child(req, timeout_s=timeout_s, workdir=workdir, should_abort=self.should_abort)
+                return run_child(req, timeout_s=timeout_s, workdir=workdir, should_abort=self.should_abort,
+                                 env=scrubbed_env(self.env_overrides))
             self.current_pid = pid
             exit_file = scratch / "exit.json"
             timed_out = False

@@ -3,25 +3,34 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
+from profd.executors.base import SlotLost
 from profd.jobqueue import JobQueue
 from profd.model import Job, JobKind, JobState
 from profd.pipeline import Cancelled, ProfileResult, profile
-from profd.store import Store
+from profd.store import Store, has_room, storage_full
 
 log = logging.getLogger("profd.worker")
 
 
 class Worker:
-    """Runs jobs for a Daemon (one at a time: the daemon's loop is the only caller)."""
+    """Runs jobs for one executor slot, one at a time, on that slot's thread.
+
+    ``daemon`` is the daemon as the slot sees it (``profd.daemon.SlotView``: the
+    slot's runner and stop flag); ``store``/``queue`` are the slot's own connection."""
 
     def __init__(self, daemon: Any, store: Store, queue: JobQueue, has_gpu: bool) -> None:
         self.daemon = daemon
         self.store = store
         self.queue = queue
         self.has_gpu = has_gpu
+
+    def _stopping(self) -> bool:
+        """Is the whole daemon stopping (rather than this one job cancelled)?"""
+        return getattr(self.daemon, "daemon_stop_requested", self.daemon.stop_requested).is_set()
 
     def process(self, job: Job) -> None:
         """Run ``job``; every outcome ends in finish() or requeue(), never in an exception."""
@@ -40,19 +49,58 @@ class Worker:
 
                 nightly_job(self, job, path)
         except Cancelled:
-            self.queue.requeue(job, "abandoned at shutdown; will re-run")
-            self.daemon.say(f"job {job.id} ({path.name}) abandoned at shutdown; it will re-run on restart")
+            if self._stopping():
+                self.queue.requeue(job, "abandoned at shutdown; will re-run")
+                self.daemon.say(f"job {job.id} ({path.name}) abandoned at shutdown; it will re-run on restart")
+            else:  # this one job was cancelled (Executor.cancel), the daemon goes on
+                self.queue.requeue(job, "cancelled; will re-run")
+                self.daemon.say(f"job {job.id} ({path.name}) cancelled; it goes back to the queue")
+        except SlotLost as e:  # the GPU's host went away (a Ray node): not the target's fault
+            self.queue.requeue(job, f"{e}; will re-run")
+            self.daemon.say(f"job {job.id} ({path.name}) lost its worker ({e}); it goes back to the queue")
         except Exception as e:  # profd's own bug: keep the daemon alive, keep the job's record
+            why = storage_full(e)
+            if why is not None:  # the state dir is full: not a bug, and not the job's fault
+                self._wait_for_room(job, path, why)
+                return
             log.exception("job %s failed inside profd", job.id)
             self.queue.finish(job, JobState.FAILED, f"{type(e).__name__}: {e}")
             self.daemon.say(f"job {job.id} ({path.name}) failed inside profd: {type(e).__name__}: {e}")
+
+    def _wait_for_room(self, job: Job, path: Path, why: str) -> None:
+        """Keep a job whose result could not be stored: it re-runs once the state dir has room."""
+        where = self.store.path.parent
+        self.daemon.say(f"job {job.id} ({path.name}): cannot store its result: {why}. The state directory {where} "
+                        "is full: free space there (or point PROFD_STATE_DIR elsewhere); the job is kept and "
+                        "re-runs as soon as there is room.")
+        delay = 1.0
+        while not self.daemon.stop_requested.is_set():
+            if has_room(where):
+                try:
+                    self.queue.requeue(job, f"the state directory was full ({why}); re-run")
+                    self.daemon.say(f"job {job.id} ({path.name}): the state directory has room again; re-running it")
+                    return
+                except Exception as e:
+                    if storage_full(e) is None:
+                        raise
+            end = time.monotonic() + delay
+            while time.monotonic() < end and not self.daemon.stop_requested.is_set():
+                time.sleep(0.1)
+            delay = min(delay * 2, 30.0)
+        try:
+            self.queue.requeue(job, "abandoned at shutdown while the state directory was full; will re-run")
+        except Exception:
+            pass  # still 'running' in the store: the next start re-queues it (JobQueue.recover)
 
     def _profile(self, job: Job, path: Path) -> None:
         cfg = self.daemon.cfg.run
 
         def on_step(step: str, res: ProfileResult) -> None:
             if step == "verdict":
-                self.daemon.say(quick_line(res))
+                gone = "" if path.exists() or not res.measurement.content_hash else (
+                    f" ({path.name} was deleted or renamed while it was measured: this is the result for the "
+                    "content it had when the run started)")
+                self.daemon.say(quick_line(res) + gone)
             elif step == "report" and res.counters is not None:
                 self.daemon.say(res.report)
 
