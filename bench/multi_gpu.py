@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     fresh = [one_run(label, ex, args, kernels, scratch) for label, ex in configs]
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    dest = out_dir / f"multi-gpu-{time.strftime('%Y%m%d')}-{slug(device)}{'-dryrun' if args.dry_run else ''}.json"
+    dest = out_dir / f"multi-gpu-{time.strftime('%Y-%m-%d')}-{slug(device)}{'-dryrun' if args.dry_run else ''}.json"
     targets = sorted(f.name for f in kernels.glob("*.py"))
     runs = fresh
     if args.runs != "both" and dest.exists():  # the other run of the pair, from an earlier call
