@@ -75,12 +75,16 @@ def one_run(label: str, executor: str, args: argparse.Namespace, kernels: Path, 
         env["CUDA_VISIBLE_DEVICES"] = ""  # CPU slots even on a machine with GPUs
     print(f"[{label}] {' '.join(cmd[2:])}", file=sys.stderr, flush=True)
     t0 = time.time()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=args.run_timeout)
+    out: dict[str, Any] = {"label": label, "executor": executor.replace("\n", "; ")}
+    try:
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=args.run_timeout)
+    except subprocess.TimeoutExpired:  # keep the other run's numbers: say this one did not finish
+        out.update(exit="timeout", wall_s=round(time.time() - t0, 2),
+                   error=f"did not finish within --run-timeout {args.run_timeout:g} s; lower --budget")
+        return out
     wall = time.time() - t0
-    log = here / "stderr.log"
-    log.write_text(proc.stderr)
-    out: dict[str, Any] = {"label": label, "executor": executor.replace("\n", "; "), "exit": proc.returncode,
-                           "wall_s": round(wall, 2)}
+    (here / "stderr.log").write_text(proc.stderr)
+    out.update({"exit": proc.returncode, "wall_s": round(wall, 2)})
     try:
         data = json.loads(proc.stdout)
     except json.JSONDecodeError:
