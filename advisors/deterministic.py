@@ -205,7 +205,7 @@ class DeterministicAdvisor:
             ups = [u for u in ((v * 4, v * 2) if not tiled_dot else (v * 2,)) if u <= cap]
             downs = [v // 2] if v >= 2 and v // 2 >= (16 if tiled_dot else 1) else []
         else:
-            ups, downs = ([v * 2] if v > 0 else []), ([v // 2] if v >= 2 else [])
+            ups, downs = ([v * 4, v * 2] if v > 0 else []), ([v // 2] if v >= 2 else [])
         if direction == "decrease":
             return downs + ups
         return ups + downs
@@ -241,7 +241,7 @@ class DeterministicAdvisor:
         if r.warps is not None:
             for b, wf in itertools.product(blocks[:2], (2, 0.5)):
                 bv, wv = _int(b.value), _int(r.warps.value)
-                if bv and wv and int(wv * wf) in _WARPS:
+                if bv and wv and int(wv * wf) in _WARPS and bv * wf >= 1 and float(bv * wf).is_integer():
                     c = self._make(src, [(b, int(bv * wf)), (r.warps, int(wv * wf))],
                                    f"{b.name} and num_warps together x{wf:g}: keep work per thread constant")
                     if c:

@@ -28,7 +28,7 @@ from typing import Any, Iterable, Optional, Union
 from profd.model import JsonMixin
 
 #: Kinds of knob, in the vocabulary levers use.
-KINDS = ("constexpr", "num_warps", "num_stages", "autotune", "block")
+KINDS = ("constexpr", "num_warps", "num_stages", "autotune", "block", "launch")
 
 # Names that hold a tile or block size even when they are not constexpr parameters.
 _BLOCKISH = re.compile(r"(BLOCK|TILE|^B[MNK]$|^BS$|GROUP|CHUNK|SPLIT|_SIZE$|^XBLOCK$|^RBLOCK$)", re.I)
@@ -211,6 +211,13 @@ class _Finder:
             self._kernel_body(name, fn)
             self._autotune(name, fn)
         self._launches(tree)
+        # Names the launchers read (grid sizes, program counts): module constants among them
+        # are knobs too. Launchers are every non-jit function (KernelBench's forward included)
+        # except the contract's reference/input/roofline functions.
+        skip = {"reference", "get_inputs", "get_init_inputs", "flops", "bytes_moved"}
+        self.launcher_names = {n.id for fn in ast.walk(tree)
+                               if isinstance(fn, ast.FunctionDef) and not _is_jit(fn) and fn.name not in skip
+                               for n in ast.walk(fn) if isinstance(n, ast.Name)}
         self._module_knobs()
 
     def _kernel_body(self, name: str, fn: ast.FunctionDef) -> None:
@@ -371,6 +378,8 @@ class _Finder:
                 kind = "num_stages"
             elif _BLOCKISH.search(name):
                 kind = "block"
+            elif name in getattr(self, "launcher_names", ()) and isinstance(v, int):
+                kind = "launch"  # e.g. NUM_PROGRAMS in the grid expression
             else:
                 continue
             self.add(Knob(name=name, value=v, line=line, kind=kind, text=text, param=name, where="module"))

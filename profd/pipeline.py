@@ -96,10 +96,14 @@ def profile(path: Path, store: Store, *, counters: bool = False, full_set: bool 
 
 
 def _nvml_snapshot() -> Any:
+    """NVML state of the GPU this job runs on (the executor slot's, else GPU 0)."""
     try:
         from collectors.nvml import snapshot
+        from profd.executors.base import current_slot
 
-        return snapshot(0)
+        slot = current_slot()
+        index = slot.nvml_index if slot is not None and slot.nvml_index is not None else 0
+        return snapshot(index)
     except Exception:
         return None
 
@@ -157,10 +161,14 @@ def diagnose_into(res: ProfileResult, path: Path, store: Store) -> None:
 
 
 def _nvml_snapshot() -> Any:
+    """NVML state of the GPU this job runs on (the executor slot's, else GPU 0)."""
     try:
         from collectors.nvml import snapshot
+        from profd.executors.base import current_slot
 
-        return snapshot(0)
+        slot = current_slot()
+        index = slot.nvml_index if slot is not None and slot.nvml_index is not None else 0
+        return snapshot(index)
     except Exception:
         return None
 

@@ -102,7 +102,7 @@ def time_gpu(fn: Callable[[], Any], *, flops: Optional[float] = None, nbytes: Op
 
 
 def time_cpu(fn: Callable[[], Any], *, flops: Optional[float] = None, nbytes: Optional[float] = None,
-             runs: int = 3) -> Timing:
+             runs: int = 5) -> Timing:
     """Wall-clock timing for the Triton interpreter on CPU; never representative."""
     fn()
     ms = []

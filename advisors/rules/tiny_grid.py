@@ -36,7 +36,17 @@ class TinyGrid(Rule):
         gain = clamp(idle * 100.0, 0.0, MAX_GAIN)
         tiled = matmul_like(ctx)
         evidence = [ev("grid_size", grid, sms, "<"), ev("sm_count", sms)]
-        levers = [
+        levers = []
+        launch = ctx.knobs.of_kind("launch") if ctx.knobs is not None else []
+        if launch:
+            # A launcher constant that sets the program count (a grid-stride loop's NUM_PROGRAMS)
+            # is the direct lever.
+            need = int(sms * MIN_BLOCKS_PER_SM.value)
+            levers.append(knob_lever(ctx, names=[launch[0].name], direction="increase", action="raise",
+                                     suggest=lambda v: max(need, int(v) * 4) if isinstance(v, int) else None,
+                                     fallback=launch[0].name,
+                                     why=f"it sets how many programs run; at least {need} fill the {sms:.0f} SMs"))
+        levers += [
             knob_lever(ctx, pattern=r"BLOCK_?(SIZE_)?[MN]$" if tiled else r"BLOCK", direction="decrease",
                        action="lower", suggest=halve(16), fallback="BLOCK_SIZE",
                        why=f"smaller blocks give more programs; {sms:.0f} or more are needed to reach every SM"),
