@@ -77,11 +77,26 @@ class Child:
         t_start = time.time()
         self.phase("starting")
         torch = self.setup_backend()
+        if os.environ.get("TRITON_INTERPRET") != "1":
+            # Bring the GPU up (driver, device files, primary context) before the sandbox:
+            # CUDA's initialisation touches files the sandbox would refuse, and once the
+            # context exists it needs nothing the sandbox forbids. (Under the sandbox first,
+            # torch.cuda.is_available() came back False on an H100 VM.)
+            torch.zeros(1, device="cuda")
+        # Sandbox (issue #9): before any user code is imported, this process (and all it
+        # starts) may write only its scratch dir, the temp dir, compiler caches and /dev;
+        # the user's sources and profd's store become read-only. See profd/sandbox.py.
+        from profd.sandbox import sandbox_child
+
+        _, sandbox_warnings = sandbox_child(self.target_path, self.result_path,
+                                            self.req.get("extra", {}).get("sys_path", []),
+                                            under_profiler=self.req.get("mode") == "counters")
         from profd import verify as V
         from profd.target import TargetLoadError, content_hash, load_target
 
         m = Measurement(target=str(self.target_path), content_hash="", verdict=Verdict(Status.INTERNAL),
                         started_at=t_start)
+        m.warnings += sandbox_warnings  # "sandbox unavailable: ..." when Landlock is missing
         try:
             m.content_hash = content_hash(self.target_path)
         except OSError:

@@ -9,12 +9,16 @@ work (10).
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 import time
 from pathlib import Path
 from typing import Optional
 
 from profd.model import Job, JobKind, JobState
-from profd.store import Store
+from profd.store import Store, storage_full
+
+log = logging.getLogger("profd.queue")
 
 PRIORITY = {JobKind.PROFILE: 0, JobKind.TUNE: 5, JobKind.NIGHTLY: 10}
 
@@ -36,6 +40,14 @@ class JobQueue:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.db = store.db
+        self._full_logged = 0.0
+
+    def _rollback(self) -> None:
+        # After SQLITE_FULL, SQLite may already have rolled back: don't mask the real error.
+        try:
+            self.db.execute("ROLLBACK")
+        except sqlite3.OperationalError:
+            pass
 
     def enqueue(self, path: Path | str, kind: JobKind = JobKind.PROFILE, content_hash: str = "",
                 priority: Optional[int] = None) -> tuple[Job, bool]:
@@ -58,7 +70,7 @@ class JobQueue:
                 job_id, created = cur.lastrowid, True
             self.db.execute("COMMIT")
         except BaseException:
-            self.db.execute("ROLLBACK")
+            self._rollback()
             raise
         return self.get(int(job_id)), created  # type: ignore[return-value]
 
@@ -77,9 +89,17 @@ class JobQueue:
             self.db.execute("UPDATE jobs SET state='running', started_at=?, attempts=attempts+1, worker=? WHERE id=?",
                             (time.time(), worker, row["id"]))
             self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
+        except BaseException as e:
+            self._rollback()
+            why = storage_full(e)
+            if why is None:
+                raise
+            # The state dir is full: the job stays queued; try again on the next turn.
+            if time.monotonic() - self._full_logged > 60:
+                self._full_logged = time.monotonic()
+                log.warning("cannot take the next job from the queue (%s): it stays queued until there is room "
+                            "in %s", why, self.store.path.parent)
+            return None
         return self.get(row["id"])
 
     def finish(self, job: Job, state: JobState = JobState.DONE, error: str = "") -> None:

@@ -34,7 +34,11 @@ def artifacts_dir(*parts: str) -> Path:
 
 def ensure_private_dir(path: Path) -> Path:
     """mkdir -p with mode 0700: state can hold sources and reports of private code."""
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # Path.mkdir(parents=True) gives the parents it creates the umask's mode (0755), not 0700:
+    # create each missing level ourselves (existing ones are left as they are).
+    for level in reversed([path, *path.parents]):
+        if not level.exists():
+            level.mkdir(exist_ok=True, mode=0o700)
     try:
         if path.stat().st_mode & 0o077:
             path.chmod(0o700)

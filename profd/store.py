@@ -7,6 +7,7 @@ and trends) and the full value as JSON (so nothing measured is lost).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sqlite3
@@ -217,6 +218,39 @@ def _record(r: sqlite3.Row) -> RunRecord:
                      started_at=r["started_at"], device=r["device"], status=r["status"], correct=bool(r["correct"]),
                      median_ms=r["median_ms"], spread_pct=r["spread_pct"], tflops=r["tflops"], gbps=r["gbps"],
                      representative=bool(r["representative"]), message=r["message"] or "")
+
+
+def storage_full(exc: BaseException) -> Optional[str]:
+    """The reason, when ``exc`` means the state directory is full (SQLite or the file system)."""
+    if isinstance(exc, sqlite3.OperationalError) and any(
+            s in str(exc).lower() for s in ("database or disk is full", "disk i/o error")):
+        return str(exc)
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"{os.strerror(exc.errno)}" + (f": {exc.filename}" if exc.filename else "")
+    return None
+
+
+def has_room(directory: Path, nbytes: int = 256 << 10) -> bool:
+    """Can ``nbytes`` be written (and synced) in ``directory`` right now? A real write, not statvfs:
+    quotas and reserved blocks count too."""
+    probe = Path(directory) / f".profd-room-probe-{os.getpid()}"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            left = memoryview(bytes(nbytes))
+            while left:
+                left = left[os.write(fd, left):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return True
+    except OSError:
+        return False
+    finally:
+        try:
+            probe.unlink()
+        except OSError:
+            pass
 
 
 #: Schema pieces other modules register (jobs, candidates) so the store stays one file.

@@ -281,9 +281,10 @@ def _record(store: Store, session: int, path: Path, cand: Candidate, v: Candidat
     if cand.advisor.startswith("llm"):
         llm = json.dumps({"prompt": cand.prompt, "response": cand.response, "tokens_in": cand.tokens_in,
                           "tokens_out": cand.tokens_out, "latency_s": cand.latency_s, "cost_usd": cand.cost_usd})
-    (src_path.parent / "verdict.json").write_text(json.dumps({"candidate": {k: v2 for k, v2 in cand.to_dict().items()
-                                                                             if k != "source"},
-                                                               "verdict": v.to_dict()}, default=str))
+    fd = os.open(src_path.parent / "verdict.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # user-only
+    with os.fdopen(fd, "w") as fh:
+        fh.write(json.dumps({"candidate": {k: v2 for k, v2 in cand.to_dict().items() if k != "source"},
+                             "verdict": v.to_dict()}, default=str))
     store.db.execute(
         "INSERT INTO candidates (session_id, target, candidate_id, advisor, rationale, params, source_path, diff, "
         "accepted, reason, status, median_ms, spread_pct, speedup, created_at, llm) "

@@ -218,7 +218,7 @@ def verify(target: Target, device: torch.device, *, trials: int = 3, seed: int =
                 if c.nonfinite:
                     unwritten = _unwritten(target, inputs, out, sync)
                     status = Status.UNWRITTEN if unwritten else Status.NONFINITE
-                    msg = unwritten or f"output {c.output}: {c.reason} ({where}, trial {trial})"
+                    msg = f"{unwritten or f'output {c.output}: {c.reason}'} ({where}, trial {trial})"
                     return Verdict(status, msg, trials=trial, shapes=shapes, checks=checks)
                 return Verdict(Status.WRONG, f"output {c.output} is wrong on {where}, trial {trial}: {c.reason}; "
                                f"max abs error {c.max_abs_err:.3g}, relative (norm) error {c.norm_rel_err:.3g}",

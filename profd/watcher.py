@@ -125,8 +125,9 @@ class Watcher:
 
     def _start_observer(self) -> Observer:  # type: ignore[valid-type]
         if not self.want_polling:
-            obs = Observer()
+            obs = None
             try:
+                obs = Observer()  # watchdog opens its inotify instance here: EMFILE at the limit
                 for d in self.dirs:
                     obs.schedule(_Handler(self.touch), str(d), recursive=True)
                 obs.start()
@@ -140,7 +141,8 @@ class Watcher:
                     "fs.inotify.max_user_watches / max_user_instances (sysctl) to get instant events back.")
                 log.warning(self.fallback_reason)
                 try:
-                    obs.stop()
+                    if obs is not None:
+                        obs.stop()
                 except Exception:
                     pass
         obs = PollingObserver(timeout=1.0)
@@ -200,8 +202,14 @@ class Watcher:
                 last = self.known_digest(path)
             if digest == last:
                 return
+            try:
+                self.on_change(path, digest)
+            except Exception as e:
+                # Not recorded as seen: the next event or rescan retries it (a full disk must not lose a save).
+                log.warning("could not queue %s (%s: %s); retrying on its next change or the next rescan",
+                            path.name, type(e).__name__, e)
+                return
             self._digests[path] = digest
-            self.on_change(path, digest)
         except Exception:
             log.exception("handling a change of %s failed", path)
 

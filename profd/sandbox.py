@@ -1,0 +1,301 @@
+"""Write-restrict the harness child with Linux Landlock, so candidate code cannot touch the user's files.
+
+Candidate code (from an LLM above all) is untrusted. The harness child already runs it in
+a scratch directory, with secrets scrubbed and a time limit; this module adds the last
+piece of issue #9's rule "never with write access to the user's source": before any user
+code is imported, the child restricts *itself* with Landlock (Linux >= 5.13) so that it
+may only write under a few roots:
+
+* its scratch directory (its cwd: the request, the result, the phase file, logs),
+* the temp directory, unless it holds a file the child must not write (a kernel under
+  /tmp, profd's state dir under /tmp): then a private temp directory inside the scratch
+  directory replaces it (``TMPDIR`` points there) -- except for a child run under ncu /
+  rocprof, whose injected libraries may write /tmp themselves (there a kernel kept under
+  /tmp is not protected; kernels under $HOME always are),
+* Triton's home (``$TRITON_HOME/.triton``: cache, dumps, overrides) and
+  ``TRITON_CACHE_DIR`` / ``TRITON_DUMP_DIR`` / ``TRITON_OVERRIDE_DIR`` when set,
+* the user cache (``$XDG_CACHE_HOME`` or ``~/.cache``: torch, inductor, ROCm comgr),
+  ``TORCHINDUCTOR_CACHE_DIR`` when set, CUDA's JIT cache (``CUDA_CACHE_PATH`` or ``~/.nv``)
+  and, on ROCm machines, MIOpen's user database (``MIOPEN_USER_DB_PATH`` or ``~/.config/miopen``),
+* ``/dev``: the GPU device nodes (``/dev/nvidia*``, ``/dev/kfd``, ``/dev/dri``) are opened
+  read-write, ``/dev/shm`` holds shared memory, ``/dev/null`` takes output,
+* its own ``/proc/<pid>/task``: CUDA names its threads by writing
+  ``/proc/self/task/<tid>/comm``, and ``cuInit`` fails with error 304 when it may not (seen
+  by other Landlock users: NVIDIA/OpenShell#710, nolabs-ai/nono#924). The rule is made by
+  the child for itself, so it covers its own threads only, never another process's.
+
+Only write-type accesses are *handled* by the ruleset (write, truncate, remove, make
+anything, and re-parenting renames), so reading and executing stay allowed everywhere:
+the child still imports torch, Triton, the target and its siblings. Anything else -- the
+user's kernel directory and source file, profd's store, the rest of $HOME -- becomes
+read-only for the child and its descendants; a write fails with EACCES
+(``PermissionError``), which the harness reports as the kernel's error.
+
+It is per process and inherited by everything the child starts, so it works the same in a
+cold ``python -m profd.child``, in a child forked from the warm worker, and under ncu /
+rocprof (the profiler is the child's parent and is not restricted: its report and its own
+files in /tmp are written by itself). A cache root or the temp dir that holds a protected
+path is left out rather than let the child write the protected path: Landlock rules only
+add rights, a sub-tree cannot be carved back out. ``PR_SET_NO_NEW_PRIVS`` (required by Landlock for unprivileged
+processes) also means a setuid helper such as ``nvidia-modprobe`` cannot gain privileges
+from inside the child: GPU device nodes must exist before profd runs, as they do on any
+machine where CUDA already works.
+
+``apply_sandbox`` never raises: on a kernel without Landlock (ENOSYS, EOPNOTSUPP when it is
+built in but not enabled in ``lsm=``) it returns ``"unavailable: <reason>"`` and the child
+runs unrestricted, with a warning in its Measurement. ``PROFD_SANDBOX=off`` in the
+environment disables it the same way (for debugging an unusual GPU stack).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable, Optional
+
+# Syscall numbers are the same on x86_64 and aarch64 (the unified table, >= 5.13).
+SYS_LANDLOCK_CREATE_RULESET = 444
+SYS_LANDLOCK_ADD_RULE = 445
+SYS_LANDLOCK_RESTRICT_SELF = 446
+LANDLOCK_CREATE_RULESET_VERSION = 1 << 0
+LANDLOCK_RULE_PATH_BENEATH = 1
+PR_SET_NO_NEW_PRIVS = 38
+
+# Filesystem access rights (include/uapi/linux/landlock.h).
+ACCESS_FS_EXECUTE = 1 << 0
+ACCESS_FS_WRITE_FILE = 1 << 1
+ACCESS_FS_READ_FILE = 1 << 2
+ACCESS_FS_READ_DIR = 1 << 3
+ACCESS_FS_REMOVE_DIR = 1 << 4
+ACCESS_FS_REMOVE_FILE = 1 << 5
+ACCESS_FS_MAKE_CHAR = 1 << 6
+ACCESS_FS_MAKE_DIR = 1 << 7
+ACCESS_FS_MAKE_REG = 1 << 8
+ACCESS_FS_MAKE_SOCK = 1 << 9
+ACCESS_FS_MAKE_FIFO = 1 << 10
+ACCESS_FS_MAKE_BLOCK = 1 << 11
+ACCESS_FS_MAKE_SYM = 1 << 12
+ACCESS_FS_REFER = 1 << 13     # ABI 2: rename/link into another directory
+ACCESS_FS_TRUNCATE = 1 << 14  # ABI 3: truncate(2), open(O_TRUNC)
+
+#: Write-type rights in ABI 1. READ_FILE, READ_DIR and EXECUTE are never handled, so they
+#: stay allowed everywhere; IOCTL_DEV (ABI 5) is not handled either: GPU runtimes live on ioctls.
+WRITE_ACCESS_V1 = (ACCESS_FS_WRITE_FILE | ACCESS_FS_REMOVE_DIR | ACCESS_FS_REMOVE_FILE | ACCESS_FS_MAKE_CHAR
+                   | ACCESS_FS_MAKE_DIR | ACCESS_FS_MAKE_REG | ACCESS_FS_MAKE_SOCK | ACCESS_FS_MAKE_FIFO
+                   | ACCESS_FS_MAKE_BLOCK | ACCESS_FS_MAKE_SYM)
+#: Rights a rule on a non-directory may carry (the kernel rejects directory-only rights there).
+FILE_ACCESS = ACCESS_FS_EXECUTE | ACCESS_FS_WRITE_FILE | ACCESS_FS_READ_FILE | ACCESS_FS_TRUNCATE
+
+
+class _PathBeneathAttr(ctypes.Structure):
+    _pack_ = 1  # __attribute__((packed)) in the uapi header: 12 bytes
+    _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
+
+
+class _RulesetAttr(ctypes.Structure):
+    # Only handled_access_fs: the kernel accepts a prefix of the struct (handled_access_net
+    # (ABI 4) and scoped (ABI 6) stay 0 = not restricted).
+    _fields_ = [("handled_access_fs", ctypes.c_uint64)]
+
+
+def _libc() -> ctypes.CDLL:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    libc.prctl.restype = ctypes.c_int
+    return libc
+
+
+def landlock_abi() -> tuple[int, str]:
+    """(ABI version, "") when Landlock is usable here, else (0, the reason)."""
+    try:
+        libc = _libc()
+        abi = libc.syscall(ctypes.c_long(SYS_LANDLOCK_CREATE_RULESET), None, ctypes.c_size_t(0),
+                           ctypes.c_uint32(LANDLOCK_CREATE_RULESET_VERSION))
+    except Exception as e:  # no libc.syscall (not Linux/glibc/musl)
+        return 0, f"no syscall interface ({type(e).__name__}: {e})"
+    if abi < 0:
+        err = ctypes.get_errno()
+        if err == errno.ENOSYS:
+            return 0, "this kernel has no Landlock (ENOSYS; Linux >= 5.13 with CONFIG_SECURITY_LANDLOCK)"
+        if err == errno.EOPNOTSUPP:
+            return 0, "Landlock is built in but not enabled (EOPNOTSUPP; add landlock to the lsm= boot parameter)"
+        return 0, f"landlock_create_ruleset failed: {os.strerror(err)}"
+    return int(abi), ""
+
+
+def handled_access(abi: int) -> int:
+    """The write-type rights this ABI knows (handling an unknown right is EINVAL)."""
+    access = WRITE_ACCESS_V1
+    if abi >= 2:
+        access |= ACCESS_FS_REFER  # else re-parenting renames (Triton's cache: tmp dir -> cache dir) are denied
+    if abi >= 3:
+        access |= ACCESS_FS_TRUNCATE  # else truncate(2) on the user's file would stay allowed
+    return access
+
+
+def apply_sandbox(write_roots: Iterable[str | Path]) -> str:
+    """Make everything but ``write_roots`` read-only for this process and its children.
+
+    Returns ``"landlock ABI N"`` (with the roots that could not be used, if any) or
+    ``"unavailable: <reason>"``; never raises. Roots that do not exist are skipped.
+    Must be called before the process has other threads (a restriction is per thread and
+    inherited only by threads and processes created after it).
+    """
+    if os.environ.get("PROFD_SANDBOX", "").strip().lower() in ("0", "off", "no", "false"):
+        return "unavailable: disabled by PROFD_SANDBOX=off"
+    abi, why = landlock_abi()
+    if abi <= 0:
+        return f"unavailable: {why}"
+    try:
+        return _restrict(abi, [Path(r) for r in write_roots])
+    except Exception as e:  # never let the sandbox cost the measurement
+        return f"unavailable: {type(e).__name__}: {e}"
+
+
+def _restrict(abi: int, roots: list[Path]) -> str:
+    libc = _libc()
+    access = handled_access(abi)
+    attr = _RulesetAttr(handled_access_fs=access)
+    fd = libc.syscall(ctypes.c_long(SYS_LANDLOCK_CREATE_RULESET), ctypes.byref(attr),
+                      ctypes.c_size_t(ctypes.sizeof(attr)), ctypes.c_uint32(0))
+    if fd < 0:
+        return f"unavailable: landlock_create_ruleset: {os.strerror(ctypes.get_errno())}"
+    skipped: list[str] = []
+    added = 0
+    try:
+        for root in dict.fromkeys(roots):
+            try:
+                pfd = os.open(root, os.O_PATH | os.O_CLOEXEC)
+            except OSError as e:
+                skipped.append(f"{root} ({e.strerror})")
+                continue
+            try:
+                is_dir = os.path.isdir(root)
+                rule = _PathBeneathAttr(allowed_access=access if is_dir else access & FILE_ACCESS, parent_fd=pfd)
+                rc = libc.syscall(ctypes.c_long(SYS_LANDLOCK_ADD_RULE), ctypes.c_int(fd),
+                                  ctypes.c_int(LANDLOCK_RULE_PATH_BENEATH), ctypes.byref(rule), ctypes.c_uint32(0))
+                if rc < 0:
+                    skipped.append(f"{root} ({os.strerror(ctypes.get_errno())})")
+                else:
+                    added += 1
+            finally:
+                os.close(pfd)
+        if libc.prctl(ctypes.c_int(PR_SET_NO_NEW_PRIVS), ctypes.c_ulong(1), ctypes.c_ulong(0), ctypes.c_ulong(0),
+                      ctypes.c_ulong(0)) != 0:
+            return f"unavailable: prctl(PR_SET_NO_NEW_PRIVS): {os.strerror(ctypes.get_errno())}"
+        if libc.syscall(ctypes.c_long(SYS_LANDLOCK_RESTRICT_SELF), ctypes.c_int(fd), ctypes.c_uint32(0)) < 0:
+            return f"unavailable: landlock_restrict_self: {os.strerror(ctypes.get_errno())}"
+    finally:
+        os.close(fd)
+    text = f"landlock ABI {abi}: writes allowed under {added} root(s) only"
+    if skipped:
+        text += "; not usable: " + ", ".join(skipped)
+    return text
+
+
+# --------------------------------------------------------------------------- the child's roots
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def _real(p: str | Path) -> Path:
+    return Path(os.path.realpath(os.path.expanduser(str(p))))
+
+
+def state_dir_path(env: Optional[dict[str, str]] = None) -> Path:
+    """profd's state directory, as ``profd.paths.state_dir`` finds it, without creating it."""
+    env = os.environ if env is None else env
+    if env.get("PROFD_STATE_DIR"):
+        return _real(env["PROFD_STATE_DIR"])
+    base = env.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return _real(os.path.join(base, "profd"))
+
+
+def cache_roots(env: Optional[dict[str, str]] = None) -> list[Path]:
+    """The caches Triton, torch/inductor and the GPU runtimes write while compiling kernels."""
+    env = os.environ if env is None else env
+    home = os.path.expanduser("~")
+    roots = [os.path.join(env.get("TRITON_HOME") or home, ".triton")]
+    roots += [env[k] for k in ("TRITON_CACHE_DIR", "TRITON_DUMP_DIR", "TRITON_OVERRIDE_DIR",
+                               "TORCHINDUCTOR_CACHE_DIR") if env.get(k)]
+    roots.append(env.get("XDG_CACHE_HOME") or os.path.join(home, ".cache"))
+    roots.append(env.get("CUDA_CACHE_PATH") or os.path.join(home, ".nv"))
+    if os.path.exists("/dev/kfd"):  # ROCm: MIOpen's user performance database
+        roots.append(env.get("MIOPEN_USER_DB_PATH") or os.path.join(home, ".config", "miopen"))
+    return [_real(r) for r in roots]
+
+
+def child_write_roots(scratch: Path, protect: Iterable[str | Path] = (),
+                      keep_tmp: bool = False) -> tuple[list[Path], list[str]]:
+    """The write roots of a harness child whose scratch directory is ``scratch``.
+
+    ``protect`` are paths the child must never write (the target's directory, the user's
+    original directory for a candidate, profd's state dir): a cache root that holds one
+    is dropped, and a temp dir that holds one is replaced by ``scratch/tmp`` (this
+    process's ``TMPDIR`` and ``tempfile.tempdir`` are pointed there) -- unless
+    ``keep_tmp`` (a child under ncu/rocprof, whose injected libraries may write the
+    system temp dir themselves). Returns (roots, notes); missing cache directories are
+    created (user-only) so that a first compile can fill them.
+    """
+    scratch = _real(scratch)
+    guarded = [_real(p) for p in protect]
+    notes: list[str] = []
+    roots = [scratch]
+    tmp = _real(tempfile.gettempdir())
+    held = [g for g in guarded if _inside(g, tmp) and not _inside(g, scratch)]
+    if held and keep_tmp:
+        notes.append(f"{tmp} holds {held[0]} but stays writable: this child runs under a profiler")
+        roots.append(tmp)
+    elif held and not _inside(tmp, scratch):
+        private = scratch / "tmp"
+        private.mkdir(mode=0o700, exist_ok=True)
+        os.environ["TMPDIR"] = str(private)
+        tempfile.tempdir = str(private)
+        notes.append(f"{tmp} holds {held[0]}, which the child must not write: its temp dir is {private}")
+    else:
+        roots.append(tmp)
+    for root in cache_roots():
+        if any(_inside(g, root) for g in guarded):
+            notes.append(f"{root} holds a protected path: not writable for the child")
+            continue
+        if not root.exists():
+            try:
+                root.mkdir(parents=True, mode=0o700, exist_ok=True)
+            except OSError:
+                continue
+        roots.append(root)
+    roots.append(Path("/dev"))  # GPU device nodes are opened O_RDWR; /dev/shm; /dev/null
+    roots.append(_real("/proc/self/task"))  # this process's threads' comm (CUDA names its threads)
+    return roots, notes
+
+
+def sandbox_child(target: str | Path, result_path: str | Path, extra_protect: Iterable[str | Path] = (),
+                  under_profiler: bool = False) -> tuple[str, list[str]]:
+    """Restrict the harness child; returns (description, warnings for its Measurement).
+
+    The child's scratch directory is its cwd (and the directory of its result file);
+    protected: the target's directory, ``extra_protect`` (a candidate's original
+    directory) and profd's state directory. ``under_profiler``: see ``child_write_roots``'s
+    ``keep_tmp``. Never raises.
+    """
+    try:
+        protect = [Path(target).parent, state_dir_path(), *extra_protect]
+        roots, notes = child_write_roots(Path.cwd(), protect, keep_tmp=under_profiler)
+        result_dir = _real(Path(result_path).parent)
+        if result_dir not in roots:
+            roots.insert(1, result_dir)
+        desc = apply_sandbox(roots)
+        if notes and not desc.startswith("unavailable"):
+            desc += "; " + "; ".join(notes)
+    except Exception as e:
+        desc = f"unavailable: {type(e).__name__}: {e}"
+    warnings = []
+    if desc.startswith("unavailable"):
+        warnings.append(f"sandbox {desc}. The kernel ran without write restrictions: it could have modified "
+                        "files outside its scratch directory, your sources included.")
+    return desc, warnings
