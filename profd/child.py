@@ -26,6 +26,10 @@ def _write(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+class BackendMismatch(RuntimeError):
+    """A warm-worker fork whose Triton mode does not match the device (exit code 17)."""
+
+
 class Child:
     """One request: set up the backend, run the phases, classify failures."""
 
@@ -46,6 +50,10 @@ class Child:
         import torch
 
         use_gpu = torch.cuda.is_available() and not self.req.get("force_cpu")
+        if use_gpu and os.environ.get("TRITON_INTERPRET") == "1" and "triton" in sys.modules:
+            # Forked from a warm worker that decided "no GPU": Triton is already in interpreter
+            # mode and cannot switch. Say so instead of timing the interpreter on a GPU box.
+            raise BackendMismatch("this process sees a GPU but Triton was imported in interpreter mode")
         if not use_gpu:
             # Triton reads this when a kernel is decorated, i.e. when the target is imported.
             os.environ["TRITON_INTERPRET"] = "1"
@@ -236,8 +244,16 @@ def main(argv: Optional[list[str]] = None) -> int:
         print("usage: python -m profd.child REQUEST.json RESULT.json", file=sys.stderr)
         return 2
     request = json.loads(Path(argv[0]).read_text())
-    Child(request, Path(argv[1])).run()
+    try:
+        Child(request, Path(argv[1])).run()
+    except BackendMismatch as e:
+        print(f"profd child: {e}", file=sys.stderr)
+        return MISMATCH_EXIT
     return 0
+
+
+#: Exit status of a fork whose warm worker picked the wrong Triton mode: run it cold instead.
+MISMATCH_EXIT = 17
 
 
 if __name__ == "__main__":

@@ -107,25 +107,14 @@ def acquire_lock(directory: Path) -> Any:
 
 
 def gpu_summary() -> tuple[bool, str]:
-    """Is there a GPU, by NVML (which creates no CUDA context)? And a line about it."""
-    try:
-        import pynvml
+    """Is there a GPU (asked without a CUDA context in this process)? And a line about it."""
+    from profd.gpu import probe
 
-        pynvml.nvmlInit()
-        try:
-            n = pynvml.nvmlDeviceGetCount()
-            if n == 0:
-                return False, "NVML found no GPU"
-            name = pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(0))
-            name = name.decode() if isinstance(name, bytes) else name
-            return True, f"{n} GPU(s), first: {name}"
-        finally:
-            pynvml.nvmlShutdown()
-    except Exception as e:
-        if os.path.exists("/dev/kfd"):
-            return True, "AMD GPU (/dev/kfd present)"
-        return False, (f"no GPU found ({type(e).__name__}): kernels run in Triton's CPU interpreter, so verdicts "
-                       "are real but timings are not representative and hardware counters are skipped")
+    n, name, how = probe()
+    if n:
+        return True, f"{n} GPU(s), first: {name} (found via {how})"
+    return False, ("no GPU found: kernels run in Triton's CPU interpreter, so verdicts are real but timings are "
+                   "not representative and hardware counters are skipped")
 
 
 # --------------------------------------------------------------------------- the daemon

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -136,7 +137,18 @@ def run_child(req: ChildRequest, *, timeout_s: float = 120.0, wrap: Optional[lis
             result = None
     phase_file = res_path.with_suffix(".phase")
     phase = phase_file.read_text() if phase_file.exists() else ""
+    remove_scratch(scratch)
     return ChildRun(result, proc.returncode, timed_out, out or "", err or "", phase, time.time() - t0)
+
+
+def remove_scratch(scratch: Path) -> None:
+    """Delete a child's scratch directory once its answer is read (PROFD_KEEP_SCRATCH=1 keeps it).
+
+    A daemon runs thousands of children; their scratch dirs must not pile up in /tmp.
+    """
+    if os.environ.get("PROFD_KEEP_SCRATCH") == "1":
+        return
+    shutil.rmtree(scratch, ignore_errors=True)
 
 
 def kill_group(proc: subprocess.Popen) -> None:

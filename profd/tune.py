@@ -228,6 +228,9 @@ def tune(path: Path, store: Store, *, budget: int = 24, time_budget_s: Optional[
                     ctx.knobs = discover(cand.source, str(path))
                 except Exception:
                     pass
+                # The rest of this batch was derived from the old best: measured now, a
+                # candidate without the change just kept could win and silently undo it.
+                break
     else:
         result.stopped = f"budget of {budget} candidates used"
     prog.close()

@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
-from profd.harness import ChildRequest, ChildRun, run_child, scrubbed_env
+from profd.child import MISMATCH_EXIT
+from profd.harness import ChildRequest, ChildRun, remove_scratch, run_child, scrubbed_env
 
 
 class WarmWorker:
@@ -32,9 +33,13 @@ class WarmWorker:
         self.lock = threading.Lock()
         self.current_pid: Optional[int] = None
         self.interpret = False
+        self.disabled = False
 
     def start(self) -> None:
-        env = scrubbed_env(self.env_overrides)
+        from profd.gpu import ENV, probe
+
+        n, name, _ = probe()
+        env = scrubbed_env({ENV: f"{n}|{name}", **self.env_overrides})
         self.proc = subprocess.Popen([sys.executable, "-m", "profd.zygote"], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True,
                                      start_new_session=True)
@@ -72,7 +77,7 @@ class WarmWorker:
 
     def run(self, req: ChildRequest, *, timeout_s: float = 120.0, workdir: Optional[Path] = None) -> ChildRun:
         """Fork a child for ``req``; a dead zygote falls back to a cold child."""
-        if req.force_cpu and self.alive() and not self.interpret:
+        if self.disabled or (req.force_cpu and self.alive() and not self.interpret):
             # This zygote's Triton is in GPU mode; the interpreter needs a cold child.
             return run_child(req, timeout_s=timeout_s, workdir=workdir, should_abort=self.should_abort,
                              env=scrubbed_env(self.env_overrides))
@@ -119,6 +124,12 @@ class WarmWorker:
                 time.sleep(0.01)
             self.current_pid = None
             rc = json.loads(exit_file.read_text())["returncode"] if exit_file.exists() else None
+            if rc == MISMATCH_EXIT:
+                # This zygote's Triton is in the wrong mode for the device: never use it again.
+                self.close()
+                self.disabled = True
+                return run_child(req, timeout_s=timeout_s, workdir=workdir, should_abort=self.should_abort,
+                                 env=scrubbed_env(self.env_overrides))
             result = None
             if res_path.exists():
                 try:
@@ -127,5 +138,7 @@ class WarmWorker:
                     result = None
             phase_file = res_path.with_suffix(".phase")
             read = lambda p: p.read_text(errors="replace") if p.exists() else ""  # noqa: E731
-            return ChildRun(result, rc, timed_out, read(scratch / "stdout.log"), read(scratch / "stderr.log"),
-                            read(phase_file), time.time() - t0)
+            run = ChildRun(result, rc, timed_out, read(scratch / "stdout.log"), read(scratch / "stderr.log"),
+                           read(phase_file), time.time() - t0)
+            remove_scratch(scratch)
+            return run

@@ -78,12 +78,11 @@ def choose_backend() -> bool:
 
     Decided before Triton is imported: Triton's own library functions (tl.max,
     tl.sum, ...) are decorated at import time, in whichever mode is set then. GPU
-    presence is asked through NVML so that CUDA is not initialised before fork.
+    presence is asked without initialising CUDA here (``profd.gpu``), before fork.
     """
-    os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "1"
-    import torch
+    from profd.gpu import gpu_present
 
-    interpret = os.environ.get("PROFD_FORCE_CPU") == "1" or not torch.cuda.is_available()
+    interpret = os.environ.get("PROFD_FORCE_CPU") == "1" or not gpu_present()
     if interpret:
         os.environ["TRITON_INTERPRET"] = "1"
     return interpret

@@ -941,6 +941,8 @@ def test_secrets_never_leak_and_state_files_are_private(daemons: Callable[..., P
     t0 = time.time() - 1
     with ScriptedLLMServer([reply, reply, reply]) as srv:
         env = dict(SECRETS)
+        # Keep the children's scratch dirs: the leaky kernel's environment dump is inspected below.
+        env["PROFD_KEEP_SCRATCH"] = "1"
         env.update({"PROFD_LLM_BASE_URL": srv.base_url, "PROFD_LLM_MODEL": "scripted-model",
                     "PROFD_LLM_TIMEOUT_S": "10", "PROFD_LLM_MAX_RETRIES": "0",
                     "PROFD_MAIL_HOST": "127.0.0.1", "PROFD_MAIL_PORT": str(closed_port),

@@ -253,3 +253,17 @@ def test_child_cannot_see_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     src = GOOD_KERNEL.replace("return out", "assert 'OPENAI_API_KEY' not in __import__('os').environ\n    return out")
     m = measure(write(tmp_path, src), timeout_s=60)
     assert m.verdict.status == Status.CORRECT, m.verdict.message
+
+
+def test_scratch_directories_do_not_pile_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tempfile
+
+    from profd.harness import ChildRequest, run_child
+
+    monkeypatch.delenv("PROFD_KEEP_SCRATCH", raising=False)
+    work = tmp_path / "scratch-root"
+    work.mkdir()
+    run = run_child(ChildRequest(target=str(write(tmp_path, GOOD_KERNEL)), time=False), timeout_s=120, workdir=work)
+    assert run.result is not None and run.result["verdict"]["status"] == "correct"
+    assert list(work.iterdir()) == []  # the child's scratch dir went with its answer
+    assert tempfile.gettempdir()  # (the default root is the system temp dir)

@@ -233,3 +233,16 @@ def test_tune_with_the_llm_advisor_over_http(tmp_path: Path, store: Store, warm:
     assert all(r["llm"] and "sk-test-secret" not in r["llm"] for r in rows)
     assert all("tokens_in" in r["llm"] for r in rows)
     assert len(by_id) == 2
+
+
+def test_a_win_discards_the_rest_of_its_batch(tmp_path: Path, store: Store, warm: WarmWorker) -> None:
+    # Both proposals come from the original; once the first is kept, the second (which lacks
+    # the first's change) must not be measured against the new best and replace it.
+    target = tmp_path / "add.py"
+    target.write_text(TINY_BLOCK)
+    bigger = set_knob(TINY_BLOCK, "BLOCK_SIZE", 256)
+    warps_only = set_knob(TINY_BLOCK, "NUM_WARPS", 2)
+    res = tune(target, store, budget=4, runner=warm, batch=2,
+               advisors=[ScriptedAdvisor([("bigger", bigger), ("warps-only", warps_only)])])
+    assert [a.candidate.id for a in res.attempts] == ["bigger"]
+    assert res.best_candidate == "bigger"
