@@ -18,6 +18,7 @@ give. Example::
     auto_tune_budget = 0     # candidates tried automatically per save (0: off)
     tune_budget = 24
     warm_worker = true
+    warm_idle_s = 0          # >0: free the warm worker (~0.5 GB) after that long idle
 
     [nightly]
     at = "02:00"
@@ -69,6 +70,7 @@ class RunConfig:
     auto_tune_budget: int = 0
     tune_budget: int = 24
     warm_worker: bool = True
+    warm_idle_s: float = 0.0  # release the warm worker's memory after this long idle (0: never)
     force_cpu: bool = False
 
 

@@ -23,7 +23,7 @@ class WarmWorker:
     """One zygote process; ``run`` forks a harness child from it."""
 
     def __init__(self, start_timeout_s: float = 120.0, should_abort: Callable[[], bool] = lambda: False,
-                 env_overrides: Optional[dict[str, str]] = None) -> None:
+                 env_overrides: Optional[dict[str, str]] = None, idle_close_s: float = 0.0) -> None:
         # The zygote and its forks get these (CUDA_VISIBLE_DEVICES=i: one warm worker per GPU).
         self.env_overrides = dict(env_overrides or {})
         self.proc: Optional[subprocess.Popen] = None
@@ -34,8 +34,23 @@ class WarmWorker:
         self.current_pid: Optional[int] = None
         self.interpret = False
         self.disabled = False
+        # The zygote holds torch and Triton (~0.5 GB): an idle daemon may give it back
+        # after this many seconds (0: keep it) and pay one cold start at the next save.
+        self.idle_close_s = idle_close_s
+        self.last_used = time.time()
+        self.starting = False
+        if idle_close_s > 0:
+            threading.Thread(target=self._reaper, name="profd-warm-reaper", daemon=True).start()
 
     def start(self) -> None:
+        self.starting = True
+        try:
+            self._start()
+        finally:
+            self.starting = False
+            self.last_used = time.time()
+
+    def _start(self) -> None:
         from profd.gpu import ENV, probe
 
         n, name, _ = probe()
@@ -53,6 +68,14 @@ class WarmWorker:
         assert self.proc and self.proc.stdout
         ready, _, _ = select.select([self.proc.stdout], [], [], timeout_s)
         return self.proc.stdout.readline() if ready else ""
+
+    def _reaper(self) -> None:
+        while True:
+            time.sleep(min(self.idle_close_s / 4, 30.0))
+            with self.lock:
+                if self.proc is not None and self.current_pid is None and not self.starting and \
+                        time.time() - self.last_used > self.idle_close_s:
+                    self.close()
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -82,6 +105,7 @@ class WarmWorker:
             return run_child(req, timeout_s=timeout_s, workdir=workdir, should_abort=self.should_abort,
                              env=scrubbed_env(self.env_overrides))
         with self.lock:
+            self.last_used = time.time()
             if not self.alive():
                 try:
                     self.start()

@@ -267,3 +267,23 @@ def test_scratch_directories_do_not_pile_up(tmp_path: Path, monkeypatch: pytest.
     assert run.result is not None and run.result["verdict"]["status"] == "correct"
     assert list(work.iterdir()) == []  # the child's scratch dir went with its answer
     assert tempfile.gettempdir()  # (the default root is the system temp dir)
+
+
+def test_an_idle_warm_worker_gives_its_memory_back_and_restarts_on_demand(tmp_path: Path) -> None:
+    import time as _time
+
+    from profd.warm import WarmWorker
+
+    w = WarmWorker(idle_close_s=1.0)
+    w.start()
+    try:
+        target = write(tmp_path, GOOD_KERNEL)
+        assert measure(target, runner=w, timeout_s=120, do_time=False).correct
+        deadline = _time.time() + 10
+        while w.alive() and _time.time() < deadline:
+            _time.sleep(0.1)
+        assert not w.alive()  # idle: the zygote (torch + Triton in memory) is gone
+        assert measure(target, runner=w, timeout_s=120, do_time=False).correct
+        assert w.alive()  # the next save started it again
+    finally:
+        w.close()

@@ -88,7 +88,8 @@ def create(cfg: Any, job_fn: JobFn, *, should_abort: Callable[[], bool] = lambda
                            runtime_env=ec.ray_runtime_env or None, should_abort=should_abort)
     from profd.executors.local import LocalExecutor
 
-    return LocalExecutor(job_fn, gpus=ec.gpus, cpu_slots=ec.cpu_slots, warm=warm, should_abort=should_abort)
+    return LocalExecutor(job_fn, gpus=ec.gpus, cpu_slots=ec.cpu_slots, warm=warm, should_abort=should_abort,
+                         warm_idle_s=float(getattr(cfg.run, "warm_idle_s", 0.0) or 0.0))
 
 
 def slot_config(cfg: Any, slot: Slot) -> Any:

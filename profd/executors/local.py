@@ -141,7 +141,7 @@ class LocalExecutor(Executor):
     name = "local"
 
     def __init__(self, job_fn: JobFn, *, gpus: Optional[list[int]] = None, cpu_slots: int = 1, warm: bool = True,
-                 should_abort: Callable[[], bool] = lambda: False, devices: Optional[list[LocalGpu]] = None) -> None:
+                 warm_idle_s: float = 0.0, should_abort: Callable[[], bool] = lambda: False, devices: Optional[list[LocalGpu]] = None) -> None:
         """``gpus``: the subset of GPU indices to use (default all); ``cpu_slots``: slots on a
         machine without a GPU; ``warm``: a warm worker per slot; ``devices``: the GPUs to
         use instead of detecting them (a machine description, e.g. from a test)."""
@@ -149,6 +149,7 @@ class LocalExecutor(Executor):
         self.gpus = list(gpus) if gpus is not None else None
         self.cpu_slots = max(1, int(cpu_slots))
         self.warm = warm
+        self.warm_idle_s = warm_idle_s
         self.devices = devices
 
     def _discover(self) -> list[Slot]:
@@ -173,7 +174,8 @@ class LocalExecutor(Executor):
             from profd.warm import WarmWorker
 
             # Started on the slot's thread, but the zygote's env is given explicitly: it outlives calls.
-            w = WarmWorker(should_abort=self.slot_abort(slot), env_overrides=slot.env)
+            w = WarmWorker(should_abort=self.slot_abort(slot), env_overrides=slot.env,
+                           idle_close_s=self.warm_idle_s)
             try:
                 w.start()
                 slot.runner_kind = "warm"
