@@ -136,10 +136,12 @@ class DeterministicAdvisor:
                                           "(swizzled) program order with a group of 8 rows of tiles")
             except RewriteError as e:
                 self.notes.append(f"grouped-order rewrite not applicable: {e}")
-        # 2. presets for tiled kernels
-        if tiled_dot:
+        # 2. presets for tiled kernels -- until one wins: then the budget is better spent on
+        # the local search around it than on the remaining, mostly worse, presets.
+        preset_won = any(a.verdict.accepted and a.candidate.params.get("preset") for a in ctx.history)
+        if tiled_dot and not preset_won:
             yield from self._dot_presets(ctx, src, roles)
-        elif roles.bm is not None and roles.bn is not None:
+        elif roles.bm is not None and roles.bn is not None and not tiled_dot and not preset_won:
             yield from self._tile2d_presets(src, roles)
         # 3. directed local search around the best
         yield from self._local(ctx, src, knobs, roles, tiled_dot)
@@ -165,6 +167,7 @@ class DeterministicAdvisor:
             c = self._make(src, setting, f"tile {bm}x{bn}x{bk}, {w} warps, {s} stages: a proven matmul "
                                          "configuration with more reuse per byte loaded than the current tiles")
             if c:
+                c.params["preset"] = True
                 yield c
 
     def _tile2d_presets(self, src: str, r: _Roles) -> Iterable[Candidate]:
@@ -173,6 +176,7 @@ class DeterministicAdvisor:
             c = self._make(src, setting, f"{bm}x{bn} tiles with {w} warps: both loads and stores stay "
                                          "contiguous along a tile row")
             if c:
+                c.params["preset"] = True
                 yield c
 
     def _lever_order(self, ctx: TuneContext, knobs: Knobs) -> list[tuple[Knob, str]]:

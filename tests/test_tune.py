@@ -246,3 +246,22 @@ def test_a_win_discards_the_rest_of_its_batch(tmp_path: Path, store: Store, warm
                advisors=[ScriptedAdvisor([("bigger", bigger), ("warps-only", warps_only)])])
     assert [a.candidate.id for a in res.attempts] == ["bigger"]
     assert res.best_candidate == "bigger"
+
+
+def test_once_a_preset_wins_the_advisor_searches_around_it() -> None:
+    from advisors.base import Attempt
+    from advisors.deterministic import DeterministicAdvisor
+    from profd.model import CandidateVerdict
+
+    src = (ROOT / "examples" / "kernels" / "matmul.py").read_text()
+    adv = DeterministicAdvisor()
+    ctx = TuneContext(path="matmul.py", original_source=src, best_source=src, best_median_ms=4.0)
+    first = adv.propose(ctx, 3)
+    assert first[0].params.get("program_order") == "grouped"
+    assert all(c.params.get("preset") for c in first[1:])
+    won = first[1]
+    ctx.history = [Attempt(won, CandidateVerdict(won.id, True, "faster"))]
+    ctx.best_source = won.source
+    nxt = adv.propose(ctx, 6)
+    assert nxt and not any(c.params.get("preset") for c in nxt)  # one-knob steps around the winner
+    assert all(len([k for k in c.params if k != "preset"]) <= 2 for c in nxt)
