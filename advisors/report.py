@@ -688,3 +688,35 @@ def findings_json(findings: Iterable[Finding], roofline: Optional[Roofline]) -> 
         "roofline": roofline.to_dict() if roofline is not None else None,
         "top": fs[0]["rule"] if fs else None,
     }
+
+
+def render_counters(table: CounterTable, max_launches: int = 4) -> str:
+    """An appendix: every normalized counter of the profiled launches, with units and meanings.
+
+    One column per launch (the first ``max_launches``), one row per canonical metric that at
+    least one launch has, in the vocabulary's order, so a user sees exactly what the rules saw.
+    """
+    from profd.metrics import METRICS
+
+    frame = table.frame
+    if frame is None or not len(frame):
+        return ""
+    launches = list(range(min(len(frame), max_launches)))
+    def short(name: str) -> str:  # C++ signatures make unreadable column headers
+        name = str(name)
+        return name if len(name) <= 32 else name.split("(")[0][:31] + "…"
+
+    head = " | ".join(f"launch {i}: `{short(frame['kernel'].iloc[i])}`" for i in launches)
+    out = ["", f"## Appendix: normalized counters ({table.source}, the kernel's own launches only)", "",
+           f"| metric | {head} | meaning |", "| --- | " + " | ".join("---" for _ in launches) + " | --- |"]
+    for name, d in METRICS.items():
+        vals = [table.value(name, i) for i in launches]
+        if all(v is None for v in vals):
+            continue
+        out.append(f"| `{name}` | " + " | ".join(fmt_value(v, d.unit) for v in vals) + f" | {d.meaning} |")
+    if len(frame) > max_launches:
+        out.append(f"\n{len(frame) - max_launches} more launch(es) in the JSON output (`--json`).")
+    if table.artifact:
+        how = " (open it with Nsight Compute)" if table.source == "ncu" else ""
+        out.append(f"\nRaw capture: `{table.artifact}`{how}.")
+    return "\n".join(out) + "\n"

@@ -17,7 +17,7 @@ from profd.model import CounterTable, Finding, Roofline
 from advisors import roofline as roofline_mod
 from advisors.diagnosis import diagnose, kernel_rows
 from advisors.knobs import Knobs, discover
-from advisors.report import findings_json, render_markdown, render_terminal
+from advisors.report import findings_json, render_counters, render_markdown, render_terminal
 
 # Keys under which collectors may leave a device name or product in ``device_attrs``.
 _NAME_ATTRS = ("device_name", "device__attribute_display_name", "display_name", "gpu_model", "Product_Name",
@@ -82,6 +82,7 @@ def explain(
     findings = diagnose(table, spec, ceilings, roofline=roof, knobs=knobs, precision=precision)
     md = render_markdown(target=path.name, measurement=None, history=(), roofline=roof, findings=findings,
                          table=table, spec=spec, ceilings=ceilings, device_note=note)
+    md += render_counters(table)
     notes = [note] if note else []
     return ExplainResult(markdown=md, findings=findings, roofline=roof, table=table, spec=spec,
                          ceilings=ceilings, device_note=note, knobs=knobs, notes=notes + list(table.warnings))

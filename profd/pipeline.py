@@ -155,6 +155,10 @@ def diagnose_into(res: ProfileResult, path: Path, store: Store) -> None:
     history = [r.to_dict() for r in reversed(store.history(path, limit=30)) if r.id != res.run_id]
     res.report = render_markdown(target=path.name, measurement=m, history=history, roofline=res.roofline,
                                  findings=res.findings, table=res.counters, spec=spec, ceilings=ceilings)
+    if res.counters is not None:
+        from advisors.report import render_counters
+
+        res.report += render_counters(res.counters)
     notes = [w for w in res.warnings + m.warnings]
     if notes:
         res.report += "\n" + "\n".join(f"> Note: {w}" for w in notes) + "\n"

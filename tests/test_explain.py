@@ -251,3 +251,19 @@ def test_report_tuning_section_and_terminal_and_json():
     assert data["count"] == 1 and data["top"] == "tiny-grid"
     back = Finding.from_dict(json.loads(json.dumps(data))["findings"][0])
     assert back.severity == Severity.HIGH and back.levers[0].line == 12
+
+
+def test_counter_appendix_lists_normalized_metrics_with_units() -> None:
+    from advisors.report import render_counters
+    from collectors.ncu import parse_csv
+
+    path = SHARED / "fixtures" / "ncu" / "h200_matmul_full_details.csv"
+    if not path.exists():
+        import pytest
+
+        pytest.skip(f"shared fixtures not present at {path}")
+    md = render_counters(parse_csv(path.read_text()))
+    assert "launch 0: `matmul_kernel`" in md and "launch 1: `matmul_kernel`" in md
+    assert "`duration_ns` | 3.941 ms" in md
+    assert "`l2_hit_rate_pct` | 52.9%" in md
+    assert "`registers_per_thread`" in md
