@@ -51,7 +51,7 @@ class Ceilings(JsonMixin):
     """The practical roofline: peak bandwidth and FLOP/s actually reachable.
 
     ``source`` is "measured" (a device-to-device copy and a large matmul on this
-    very device, cached) or "datasheet" (scaled figures from ``DeviceSpec``).
+    very device, cached) or "datasheet" (the peak figures of ``DeviceSpec``).
     """
 
     device: str

@@ -273,7 +273,9 @@ def nightly_job(worker: Any, job: Any, path: Path) -> None:
     night = night_for(path, worker.store, d.cfg, has_gpu=worker.has_gpu, runner=d.runner, should_stop=stop)
     key = f"{job.id:08d}-{path.stem}.json"
     tmp = pending_dir() / (key + ".tmp")
-    tmp.write_text(json.dumps({"path": str(path), "summary": night.summary.to_dict(), "notes": night.notes}))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # summaries of private code: user-only
+    with os.fdopen(fd, "w") as fh:
+        fh.write(json.dumps({"path": str(path), "summary": night.summary.to_dict(), "notes": night.notes}))
     os.replace(tmp, pending_dir() / key)
     worker.queue.finish(job, JobState.DONE)
     d.say(f"nightly: {path.name} done")
