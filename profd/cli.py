@@ -129,7 +129,6 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from profd import config
     from profd.store import Store
     from profd.tune import Progress, build_advisors, summary, tune
 

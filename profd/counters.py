@@ -7,16 +7,12 @@ reference and compilation never show up in the counters.
 
 from __future__ import annotations
 
-import json
-import os
-import sys
-import tempfile
 import time
 from pathlib import Path
-from typing import Optional
 
 from collectors.errors import CaptureError
-from profd.harness import ChildRequest, child_command, scrubbed_env
+from profd.harness import (ChildRequest, child_command, prepare_scratch, read_result, remove_scratch,
+                           scrubbed_env)
 from profd.model import CounterTable
 from profd.paths import artifacts_dir
 
@@ -29,11 +25,16 @@ def collect(target: Path, *, backend: str, full_set: bool = False, timeout_s: fl
     a message that says how to fix it.
     """
     target = Path(target).resolve()
-    scratch = Path(tempfile.mkdtemp(prefix="profd-counters-"))
-    os.chmod(scratch, 0o700)
     req = ChildRequest(target=str(target), mode="counters", seed=seed)
-    req_path, res_path = scratch / "request.json", scratch / "result.json"
-    req_path.write_text(json.dumps(req.__dict__))
+    scratch, req_path, res_path = prepare_scratch(req, prefix="profd-counters-")
+    try:
+        return _collect(target, backend, req, scratch, req_path, res_path, full_set, timeout_s)
+    finally:
+        remove_scratch(scratch)
+
+
+def _collect(target: Path, backend: str, req: ChildRequest, scratch: Path, req_path: Path, res_path: Path,
+             full_set: bool, timeout_s: float) -> tuple[CounterTable, float]:
     args = child_command(req_path, res_path)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out_dir = artifacts_dir("captures", target.stem)
@@ -51,8 +52,9 @@ def collect(target: Path, *, backend: str, full_set: bool = False, timeout_s: fl
     else:
         raise CaptureError("no GPU: hardware counters need a GPU and its profiler (ncu or rocprofv3). "
                            "Verification and timing still ran.", kind="no-gpu")
-    if res_path.exists():
-        verdict = json.loads(res_path.read_text()).get("verdict", {})
+    answer = read_result(res_path)
+    if answer is not None:
+        verdict = answer.get("verdict", {})
         if verdict.get("status") not in (None, "correct"):
             table.warnings.append(f"the profiled run reported {verdict.get('status')}: {verdict.get('message')}")
     return table, time.time() - t0

@@ -99,10 +99,7 @@ def run_child(req: ChildRequest, *, timeout_s: float = 120.0, wrap: Optional[lis
 
     ``should_abort`` is polled while the child runs; when it turns true the child is
     killed (the daemon is stopping and will re-run the job later)."""
-    scratch = Path(tempfile.mkdtemp(prefix="profd-child-", dir=workdir))
-    os.chmod(scratch, 0o700)
-    req_path, res_path = scratch / "request.json", scratch / "result.json"
-    req_path.write_text(json.dumps(req.__dict__))
+    scratch, req_path, res_path = prepare_scratch(req, workdir)
     cmd = (wrap or []) + child_command(req_path, res_path)
     t0 = time.time()
     out_f = open(scratch / "stdout.log", "w")
@@ -127,18 +124,37 @@ def run_child(req: ChildRequest, *, timeout_s: float = 120.0, wrap: Optional[lis
                 break
     out_f.close()
     err_f.close()
-    out = (scratch / "stdout.log").read_text(errors="replace")
-    err = (scratch / "stderr.log").read_text(errors="replace")
-    result = None
-    if res_path.exists():
-        try:
-            result = json.loads(res_path.read_text())
-        except json.JSONDecodeError:
-            result = None
-    phase_file = res_path.with_suffix(".phase")
-    phase = phase_file.read_text() if phase_file.exists() else ""
+    return collect(scratch, proc.returncode, timed_out, t0)
+
+
+def prepare_scratch(req: ChildRequest, workdir: Optional[Path] = None,
+                    prefix: str = "profd-child-") -> tuple[Path, Path, Path]:
+    """A user-only scratch directory holding the request: (dir, request path, result path)."""
+    scratch = Path(tempfile.mkdtemp(prefix=prefix, dir=workdir))
+    os.chmod(scratch, 0o700)
+    req_path, res_path = scratch / "request.json", scratch / "result.json"
+    req_path.write_text(json.dumps(req.__dict__))
+    return scratch, req_path, res_path
+
+
+def read_result(res_path: Path) -> Optional[dict[str, Any]]:
+    """The child's JSON answer, or None when it wrote none (or a torn one)."""
+    try:
+        return json.loads(res_path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def collect(scratch: Path, returncode: Optional[int], timed_out: bool, started: float) -> ChildRun:
+    """What a finished child left in its scratch dir (answer, logs, last phase); then remove the dir."""
+    def read(name: str) -> str:
+        f = scratch / name
+        return f.read_text(errors="replace") if f.exists() else ""
+
+    run = ChildRun(read_result(scratch / "result.json"), returncode, timed_out, read("stdout.log"),
+                   read("stderr.log"), read("result.phase"), time.time() - started)
     remove_scratch(scratch)
-    return ChildRun(result, proc.returncode, timed_out, out or "", err or "", phase, time.time() - t0)
+    return run
 
 
 def remove_scratch(scratch: Path) -> None:

@@ -9,14 +9,13 @@ import select
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Callable, Optional
 
 from profd.child import MISMATCH_EXIT
-from profd.harness import ChildRequest, ChildRun, remove_scratch, run_child, scrubbed_env
+from profd.harness import ChildRequest, ChildRun, collect, prepare_scratch, run_child, scrubbed_env
 
 
 class WarmWorker:
@@ -112,10 +111,7 @@ class WarmWorker:
                 except Exception:
                     return run_child(req, timeout_s=timeout_s, workdir=workdir, should_abort=self.should_abort,
                                      env=scrubbed_env(self.env_overrides))
-            scratch = Path(tempfile.mkdtemp(prefix="profd-child-", dir=workdir))
-            os.chmod(scratch, 0o700)
-            req_path, res_path = scratch / "request.json", scratch / "result.json"
-            req_path.write_text(json.dumps(req.__dict__))
+            scratch, req_path, res_path = prepare_scratch(req, workdir)
             msg = {"request": str(req_path), "result": str(res_path), "cwd": str(scratch),
                    "env": scrubbed_env(self.env_overrides)}
             t0 = time.time()
@@ -154,15 +150,4 @@ class WarmWorker:
                 self.disabled = True
                 return run_child(req, timeout_s=timeout_s, workdir=workdir, should_abort=self.should_abort,
                                  env=scrubbed_env(self.env_overrides))
-            result = None
-            if res_path.exists():
-                try:
-                    result = json.loads(res_path.read_text())
-                except json.JSONDecodeError:
-                    result = None
-            phase_file = res_path.with_suffix(".phase")
-            read = lambda p: p.read_text(errors="replace") if p.exists() else ""  # noqa: E731
-            run = ChildRun(result, rc, timed_out, read(scratch / "stdout.log"), read(scratch / "stderr.log"),
-                           read(phase_file), time.time() - t0)
-            remove_scratch(scratch)
-            return run
+            return collect(scratch, rc, timed_out, t0)
