@@ -30,7 +30,7 @@ from profd.config import Config
 from profd.executors import Executor, Slot, slot_config
 from profd.jobqueue import JobQueue
 from profd.model import Job, JobKind, JobState
-from profd.paths import state_dir
+from profd.paths import state_dir, write_private
 from profd.store import Store
 from profd.watcher import Watcher
 
@@ -302,17 +302,13 @@ class Daemon:
         self.state.warm_worker = any(
             getattr(s.runner, "alive", lambda: False)() or "warm" in s.runner_kind
             for s in (self.executor.slots() if self.executor is not None else []) if s.runner is not None)
-        tmp = self.state_dir / "daemon.json.tmp"
         try:
-            tmp.write_text(json.dumps(self.state.__dict__))
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, self.state_dir / "daemon.json")
+            write_private(self.state_dir / "daemon.json", json.dumps(self.state.__dict__))
         except OSError as e:  # a full or read-only state dir: status goes stale, the daemon goes on
             if not getattr(self, "_state_write_failed", False):
                 log.warning("cannot write %s (%s); `profd status` shows stale data until there is room again",
                             self.state_dir / "daemon.json", e)
             self._state_write_failed = True
-            tmp.unlink(missing_ok=True)
         else:
             self._state_write_failed = False
 

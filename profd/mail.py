@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional
 
 from profd.nightly_report import NightlyReport, subject
-from profd.paths import ensure_private_dir, state_dir
+from profd.paths import ensure_private_dir, state_dir, write_private
 
 log = logging.getLogger("profd.mail")
 
@@ -440,24 +440,12 @@ def _caller_dir(path: Path) -> Path:
     return path
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)
-
-
 def _outbox_put(msg: EmailMessage, sender: str, rcpts: list[str], result: SendResult,
                 outbox: Optional[Path]) -> Path:
     box = _caller_dir(outbox) if outbox else outbox_dir()
     name = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:8]
     eml = box / f"{name}.eml"
-    _write_private(eml, msg.as_bytes(policy=email.policy.SMTP))
+    write_private(eml, msg.as_bytes(policy=email.policy.SMTP))
     _write_meta(eml, {"created_at": time.time(), "from": sender, "to": rcpts, "subject": str(msg["Subject"] or ""),
                       "attempts": result.attempts, "last_attempt_at": time.time(), "last_error": result.message,
                       "last_kind": result.kind})
@@ -465,7 +453,7 @@ def _outbox_put(msg: EmailMessage, sender: str, rcpts: list[str], result: SendRe
 
 
 def _write_meta(eml: Path, meta: dict[str, Any]) -> None:
-    _write_private(eml.with_suffix(".json"), json.dumps(meta, indent=1).encode("utf-8"))
+    write_private(eml.with_suffix(".json"), json.dumps(meta, indent=1).encode("utf-8"))
 
 
 def _read_meta(eml: Path) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from profd.config import Config
 from profd.model import Candidate
 from profd.nightly_report import (FindingLine, NightlyReport, ReadyCandidate, RooflinePoint, TargetSummary, TimeAt,
                                   save)
+from profd.paths import write_private
 from profd.store import RunRecord, Store
 from profd.watcher import is_editor_temp
 
@@ -272,11 +273,8 @@ def nightly_job(worker: Any, job: Any, path: Path) -> None:
     stop = lambda: d.stop_requested.is_set() or worker.queue.urgent_waiting(job.priority)  # noqa: E731
     night = night_for(path, worker.store, d.cfg, has_gpu=worker.has_gpu, runner=d.runner, should_stop=stop)
     key = f"{job.id:08d}-{path.stem}.json"
-    tmp = pending_dir() / (key + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # summaries of private code: user-only
-    with os.fdopen(fd, "w") as fh:
-        fh.write(json.dumps({"path": str(path), "summary": night.summary.to_dict(), "notes": night.notes}))
-    os.replace(tmp, pending_dir() / key)
+    write_private(pending_dir() / key,
+                  json.dumps({"path": str(path), "summary": night.summary.to_dict(), "notes": night.notes}))
     worker.queue.finish(job, JobState.DONE)
     d.say(f"nightly: {path.name} done")
     with _REPORT_LOCK:

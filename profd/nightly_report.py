@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from profd.model import Candidate, CandidateVerdict, Finding, JsonMixin, Roofline
-from profd.paths import artifacts_dir, ensure_private_dir
+from profd.paths import artifacts_dir, ensure_private_dir, write_private
 
 if TYPE_CHECKING:  # only for a type hint; the store is not needed to render
     from profd.store import RunRecord
@@ -641,20 +641,6 @@ def default_report_dir(report: NightlyReport) -> Path:
     return ensure_private_dir(reports_dir() / safe)
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    # Reports carry diffs of private code: user-only, and written whole (tmp + rename)
-    # so `profd report` never reads half a file.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)
-
-
 def save(report: NightlyReport, directory: Optional[Path] = None) -> Path:
     """Write ``report.html`` (pictures as PNG files next to it), ``report.txt`` and ``report.json``.
 
@@ -669,12 +655,12 @@ def save(report: NightlyReport, directory: Optional[Path] = None) -> Path:
     images = render_charts(report)
     files = {cid: cid.split("@")[0] + ".png" for cid in images}
     for cid, png in images.items():
-        _write_private(directory / files[cid], png)
-    _write_private(directory / "report.txt", render_text(report).encode("utf-8"))
-    _write_private(directory / "report.json", report.to_json(indent=1).encode("utf-8"))
+        write_private(directory / files[cid], png)
+    write_private(directory / "report.txt", render_text(report).encode("utf-8"))
+    write_private(directory / "report.json", report.to_json(indent=1).encode("utf-8"))
     html_path = directory / "report.html"
     # Written last: its presence marks a complete report for load_latest().
-    _write_private(html_path, _render_html(report, files, max_diff_lines=None).encode("utf-8"))
+    write_private(html_path, _render_html(report, files, max_diff_lines=None).encode("utf-8"))
     return html_path
 
 

@@ -32,6 +32,22 @@ def artifacts_dir(*parts: str) -> Path:
     return ensure_private_dir(state_dir().joinpath("artifacts", *parts))
 
 
+def write_private(path: Path, data: bytes | str) -> Path:
+    """Write a state file user-only (0600) and whole: temp file + rename, so a reader
+    (``profd status``, ``profd report``) never sees half of it. Returns ``path``."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, path)
+    return path
+
+
 def ensure_private_dir(path: Path) -> Path:
     """mkdir -p with mode 0700: state can hold sources and reports of private code."""
     # Path.mkdir(parents=True) gives the parents it creates the umask's mode (0755), not 0700:

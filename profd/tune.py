@@ -12,7 +12,6 @@ directory, never to the user's directory; the user's file changes only through
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from typing import Any, Callable, Optional
 from advisors.base import Advisor, Attempt, TuneContext, source_digest, unified_diff
 from profd import harness
 from profd.model import Candidate, CandidateVerdict, Measurement, Timing
-from profd.paths import artifacts_dir
+from profd.paths import artifacts_dir, write_private
 from profd.store import Store
 
 #: The smallest gain that counts, in percent, whatever the measured spread says.
@@ -86,12 +85,7 @@ def _target_key(path: Path) -> str:
 
 def candidate_file(path: Path, cand_id: str, source: str) -> Path:
     """Write a candidate where the user's watcher never sees it (user-only files)."""
-    d = artifacts_dir("candidates", _target_key(path), cand_id)
-    f = d / path.name
-    fd = os.open(f, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(source)
-    return f
+    return write_private(artifacts_dir("candidates", _target_key(path), cand_id) / path.name, source)
 
 
 class Progress:
@@ -237,10 +231,7 @@ def tune(path: Path, store: Store, *, budget: int = 24, time_budget_s: Optional[
     result.attempts = ctx.history
     if result.best_candidate:
         patch = artifacts_dir("candidates", _target_key(path)) / f"best-session{session}.patch"
-        fd = os.open(patch, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(unified_diff(original, result.best_source, path.name))
-        result.patch_path = str(patch)
+        result.patch_path = str(write_private(patch, unified_diff(original, result.best_source, path.name)))
     for adv in advisors:
         result.notes += [n for n in getattr(adv, "notes", []) if n not in result.notes]
     _close(store, result)
@@ -284,10 +275,9 @@ def _record(store: Store, session: int, path: Path, cand: Candidate, v: Candidat
     if cand.advisor.startswith("llm"):
         llm = json.dumps({"prompt": cand.prompt, "response": cand.response, "tokens_in": cand.tokens_in,
                           "tokens_out": cand.tokens_out, "latency_s": cand.latency_s, "cost_usd": cand.cost_usd})
-    fd = os.open(src_path.parent / "verdict.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # user-only
-    with os.fdopen(fd, "w") as fh:
-        fh.write(json.dumps({"candidate": {k: v2 for k, v2 in cand.to_dict().items() if k != "source"},
-                             "verdict": v.to_dict()}, default=str))
+    write_private(src_path.parent / "verdict.json",
+                  json.dumps({"candidate": {k: v2 for k, v2 in cand.to_dict().items() if k != "source"},
+                              "verdict": v.to_dict()}, default=str))
     store.db.execute(
         "INSERT INTO candidates (session_id, target, candidate_id, advisor, rationale, params, source_path, diff, "
         "accepted, reason, status, median_ms, spread_pct, speedup, created_at, llm) "
