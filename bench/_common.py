@@ -393,6 +393,17 @@ def seed_known(paths: Iterable[Path]) -> None:
             q.finish(job, JobState.DONE, "seeded by bench: already known")
 
 
+def refuse_without_watchdog(question: str, quick: bool, params: dict, out_dir: Any) -> Optional[int]:
+    """When watchdog is missing: record why in the result file, print it, return exit code 2."""
+    missing = watchdog_missing()
+    if not missing:
+        return None
+    m = meta(question, quick, params)
+    out = write_json(result_path(out_dir, question, m), {"meta": m, "error": missing})
+    print(f"error: {missing}\n(results: {out})")
+    return 2
+
+
 def watchdog_missing() -> Optional[str]:
     """The daemon's watcher needs the watchdog package; say so plainly when it is absent."""
     try:

@@ -135,12 +135,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     params = {"saves": saves, "examples": names, "counters": counters, "seeded": not args.no_seed,
               "debounce_ms": 400, "command": "python -m profd.cli watch DIR" + ("" if counters else " --no-counters")
               + (" --cpu" if args.quick else "")}
-    missing = C.watchdog_missing()
-    if missing:
-        m = C.meta(QUESTION, args.quick, params)
-        out = C.write_json(C.result_path(args.out, QUESTION, m), {"meta": m, "error": missing})
-        print(f"error: {missing}\n(results: {out})")
-        return 2
+    refused = C.refuse_without_watchdog(QUESTION, args.quick, params, args.out)
+    if refused is not None:
+        return refused
     scratch = C.private_state_dir("latency")
     state = Path(os.environ["PROFD_STATE_DIR"])
     watch = Path(tempfile.mkdtemp(prefix="profd-bench-latency-", dir=Path.home()))

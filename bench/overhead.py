@@ -125,12 +125,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     params = {"minutes": minutes, "examples": names, "scan_counters": counters, "interval_s": 1.0,
               "command": "python -m profd.cli watch DIR" + ("" if counters else " --no-counters")
               + (" --cpu" if args.quick else "")}
-    missing = C.watchdog_missing()
-    if missing:
-        m = C.meta(QUESTION, args.quick, params)
-        out = C.write_json(C.result_path(args.out, QUESTION, m), {"meta": m, "error": missing})
-        print(f"error: {missing}\n(results: {out})")
-        return 2
+    refused = C.refuse_without_watchdog(QUESTION, args.quick, params, args.out)
+    if refused is not None:
+        return refused
     t_start = time.time()
     nvml = Nvml() if on_gpu else None
     scratch = C.private_state_dir("overhead")
