@@ -17,34 +17,14 @@ from typing import Iterator
 
 import pytest
 
-ADD = '''
-import os, time
-import torch
-import triton
-import triton.language as tl
+try:
+    from support import held_add_target
+except ImportError:  # pragma: no cover
+    from tests.support import held_add_target
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-MARKER = {marker!r}
-
-@triton.jit
-def add_kernel(x_ptr, y_ptr, out_ptr, n, BLOCK: tl.constexpr):
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < n
-    tl.store(out_ptr + offs, tl.load(x_ptr + offs, mask=mask) + tl.load(y_ptr + offs, mask=mask), mask=mask)
-
-def get_inputs(n=777):
-    return [torch.randn(n, device=DEVICE), torch.randn(n, device=DEVICE)]
-
-def reference(x, y):
-    return x + y
-
-def kernel(x, y):
-    while MARKER and os.path.exists(MARKER):   # the test holds the job here
-        time.sleep(0.05)
-    out = torch.empty_like(x)
-    add_kernel[(triton.cdiv(x.numel(), 256),)](x, y, out, x.numel(), BLOCK=256)
-    return out
-'''
+def held_add(marker: str) -> str:
+    """The add target, held in kernel(...) while ``marker`` exists."""
+    return held_add_target("MARKER and os.path.exists(MARKER)", consts={"MARKER": marker})
 
 
 @pytest.fixture
@@ -89,7 +69,7 @@ def test_sigkill_mid_job_loses_nothing_and_the_job_reruns(env: dict) -> None:
     marker = Path(env["_watch"]) / "hold.flag"
     marker.write_text("hold")
     target = Path(env["_watch"]) / "add.py"
-    target.write_text(ADD.format(marker=str(marker)))
+    target.write_text(held_add(str(marker)))
     d = start_daemon(env)
     try:
         wait_for(lambda: jobs(env) and jobs(env)[0][1] == "running", what="the job to start")
@@ -115,7 +95,7 @@ def test_sigkill_mid_job_loses_nothing_and_the_job_reruns(env: dict) -> None:
 def test_sigterm_abandons_the_measurement_and_requeues_it(env: dict) -> None:
     marker = Path(env["_watch"]) / "hold.flag"
     marker.write_text("hold")
-    (Path(env["_watch"]) / "add.py").write_text(ADD.format(marker=str(marker)))
+    (Path(env["_watch"]) / "add.py").write_text(held_add(str(marker)))
     d = start_daemon(env)
     wait_for(lambda: jobs(env) and jobs(env)[0][1] == "running", what="the job to start")
     t0 = time.monotonic()
@@ -131,14 +111,14 @@ def test_sigterm_abandons_the_measurement_and_requeues_it(env: dict) -> None:
 
 def test_saves_are_reported_and_broken_files_do_not_stop_the_daemon(env: dict) -> None:
     w = Path(env["_watch"])
-    (w / "add.py").write_text(ADD.format(marker=""))
+    (w / "add.py").write_text(held_add(""))
     d = start_daemon(env)
     try:
         wait_for(lambda: jobs(env) == [(1, "done", 1)], what="the initial job")
         (w / "broken.py").write_text("def kernel(:\n")
         wait_for(lambda: len(jobs(env)) == 2 and jobs(env)[1][1] == "done", what="the broken file's job")
         tmp = w / "add.py.tmp"
-        tmp.write_text(ADD.format(marker="") + "\n# edited\n")
+        tmp.write_text(held_add("") + "\n# edited\n")
         os.replace(tmp, w / "add.py")
         wait_for(lambda: len(jobs(env)) == 3 and jobs(env)[2][1] == "done", what="the re-save's job")
         status = subprocess.run([sys.executable, "-m", "profd.cli", "status", "--json"], env=env,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
@@ -10,6 +9,11 @@ from aiosmtpd.controller import Controller
 
 from profd import config
 from profd.doctor import check_llm, check_mail, check_state_dir, run_checks
+
+try:
+    from support import free_port
+except ImportError:  # pragma: no cover
+    from tests.support import free_port
 
 try:
     from llm_server import ScriptedLLMServer
@@ -21,11 +25,6 @@ class Sink:
     async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
         return "250 OK"
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

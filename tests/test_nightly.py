@@ -7,7 +7,6 @@ import email
 import email.policy
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +19,11 @@ from profd.nightly import run_inline
 from profd.nightly_report import load_latest
 from profd.store import Store
 
+try:
+    from support import free_port
+except ImportError:  # pragma: no cover
+    from tests.support import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -31,11 +35,6 @@ class Inbox:
         self.messages.append((list(envelope.rcpt_tos), envelope.original_content or envelope.content))
         return "250 OK"
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
