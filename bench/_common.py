@@ -246,7 +246,7 @@ class TimedRunner:
 
 def start_warm_worker() -> tuple[Any, float]:
     """A WarmWorker (the daemon's zygote) and the seconds it took to start."""
-    from profd.warm import WarmWorker
+    from profd.harness.warm import WarmWorker
 
     t0 = time.time()
     w = WarmWorker(start_timeout_s=300.0)
@@ -381,10 +381,10 @@ def wait_idle(state: Path, daemon: DaemonProc, timeout_s: float, settle_s: float
 def seed_known(paths: Iterable[Path]) -> None:
     """Record each file's current content as already profiled, so the daemon's start-up
     scan queues nothing (the benchmark's own saves are what gets measured)."""
-    from profd.jobqueue import JobQueue
+    from profd.service.jobqueue import JobQueue
     from profd.model import JobKind, JobState
     from profd.store import Store
-    from profd.target import content_hash
+    from profd.harness.target import content_hash
 
     with Store() as store:
         q = JobQueue(store)

@@ -255,7 +255,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         torch_v = torch.__version__
     except Exception:
         cuda, torch_v = False, ""
-    from profd.sandbox import landlock_abi
+    from profd.harness.sandbox import landlock_abi
 
     abi, why = landlock_abi()
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()

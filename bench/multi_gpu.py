@@ -48,7 +48,7 @@ def preflight() -> None:
 def device_name() -> str:
     """GPU 0's name without a CUDA context (the runs must have the GPUs to themselves)."""
     sys.path.insert(0, str(ROOT))
-    from profd.executors.local import local_gpus
+    from profd.service.executors.local import local_gpus
 
     gpus = local_gpus()
     return gpus[0].name if gpus else "cpu"
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     device = "cpu" if args.dry_run else device_name()
     if not args.dry_run:
         sys.path.insert(0, str(ROOT))
-        from profd.executors.local import local_gpus
+        from profd.service.executors.local import local_gpus
 
         if len(local_gpus()) < 2:
             sys.exit(f"multi_gpu: needs 2 GPUs, this machine shows {len(local_gpus())}; use --dry-run for a CPU check")

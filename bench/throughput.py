@@ -1,6 +1,6 @@
 """Throughput: candidates verified and timed per GPU-minute while tuning.
 
-``profd.tune.tune`` (deterministic advisor, ``--budget`` 12) on the small kernels
+``profd.flow.tune.tune`` (deterministic advisor, ``--budget`` 12) on the small kernels
 (vector_add, softmax, layernorm, kernelbench_relu), through a WarmWorker as the daemon
 runs it, with a fresh, empty Triton cache (every candidate pays its own compile, as a
 new rewrite does). Candidates per minute = candidates evaluated / wall time of the tune
@@ -35,9 +35,9 @@ TARGET_PER_MIN = 30.0
 
 
 def one(name: str, path: Path, runner: C.TimedRunner, budget: int, quick: bool) -> dict[str, Any]:
-    from advisors.deterministic import DeterministicAdvisor
+    from advisors.rewriters.deterministic import DeterministicAdvisor
     from profd.store import Store
-    from profd.tune import tune
+    from profd.flow.tune import tune
 
     n0 = len(runner.log)
     t0 = time.time()

@@ -2,11 +2,11 @@
 and is a candidate identical to the original ever accepted as faster?
 
 1. The same target (vector_add at its BENCH_SHAPE, and matmul) measured ``--runs`` times (10),
-   each in its own harness child (``profd.harness.measure``; children forked from a
+   each in its own harness child (``profd.harness.runner.measure``; children forked from a
    WarmWorker, as the daemon runs them): median, min, max and the relative spread of the
    per-run medians, next to the within-run spread (IQR/median) and the acceptance floor.
 2. ``--identical`` candidates (20) that are the original plus a comment, fed to
-   ``profd.tune.tune`` by a scripted advisor (budget = their number): every one goes through
+   ``profd.flow.tune.tune`` by a scripted advisor (budget = their number): every one goes through
    the acceptance rule (correct, faster than the best by more than the noise, confirmed by an
    independent A/B re-measure). Count accepted: must be 0.
 
@@ -31,7 +31,7 @@ QUESTION = "timing_precision"
 
 
 def repeat(path: Path, runs: int, runner: Any, quick: bool) -> dict[str, Any]:
-    from profd.harness import measure
+    from profd.harness.runner import measure
 
     rows = []
     t0 = time.time()
@@ -59,7 +59,7 @@ def repeat(path: Path, runs: int, runner: Any, quick: bool) -> dict[str, Any]:
 
 def identical(path: Path, n: int, runner: Any, quick: bool) -> dict[str, Any]:
     from profd.store import Store
-    from profd.tune import NOISE_FLOOR_PCT, tune
+    from profd.flow.tune import NOISE_FLOOR_PCT, tune
 
     src = path.read_text()
     same = [(f"identical-{i:02d}", src + f"\n# identical candidate {i}: same code, only this comment differs\n")

@@ -3,7 +3,7 @@
 For each example kernel:
 
 * as written, timed;
-* after ``profd.tune.tune`` (deterministic advisor only, ``--budget`` candidates, default 24,
+* after ``profd.flow.tune.tune`` (deterministic advisor only, ``--budget`` candidates, default 24,
   through a WarmWorker like the daemon's), with the number of candidates it evaluated;
 * the best point of an exhaustive sweep over an explicit parameter grid (``GRIDS`` below:
   the knobs the deterministic advisor moves, over values it can reach) -- what
@@ -277,8 +277,8 @@ def sweep(name: str, original_path: Path, items: list[dict[str, Any]], quick: bo
 
 def run_example(name: str, args: Any, store: Any, runner: Any, user_dir: Path, work: Path,
                 warm_items: list[dict[str, Any]]) -> dict[str, Any]:
-    from advisors.deterministic import DeterministicAdvisor
-    from profd.tune import tune
+    from advisors.rewriters.deterministic import DeterministicAdvisor
+    from profd.flow.tune import tune
 
     grid = GRIDS[name]
     points = quick_points(name) if args.quick else grid["points"]

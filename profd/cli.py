@@ -37,7 +37,7 @@ def _existing_file(p: str) -> Path:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    from profd.pipeline import profile
+    from profd.flow.profile import profile
     from profd.store import Store
 
     path = _existing_file(args.file)
@@ -82,7 +82,7 @@ def _config(args: argparse.Namespace) -> Any:
 
 
 def _run_daemon(args: argparse.Namespace, cfg: Any, service: bool) -> int:
-    from profd.daemon import AlreadyRunning, Daemon, setup_logging
+    from profd.service.daemon import AlreadyRunning, Daemon, setup_logging
 
     setup_logging(service=service, verbose=getattr(args, "verbose", False))
     try:
@@ -121,7 +121,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from profd.status import collect, render
+    from profd.service.status import collect, render
 
     data = collect()
     _emit(args, data, render(data))
@@ -130,14 +130,14 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_tune(args: argparse.Namespace) -> int:
     from profd.store import Store
-    from profd.tune import Progress, build_advisors, summary, tune
+    from profd.flow.tune import Progress, build_advisors, summary, tune
 
     path = _existing_file(args.file)
     cfg = _config(args)
     if args.no_llm:
         cfg.llm = {}
     advisors = build_advisors(cfg)
-    from profd.daemon import gpu_summary
+    from profd.service.daemon import gpu_summary
 
     has_gpu, _ = gpu_summary()
     with Store() as store:
@@ -151,7 +151,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    from profd.apply import ApplyError, apply_best
+    from profd.flow.apply import ApplyError, apply_best
     from profd.store import Store
 
     path = _existing_file(args.file)
@@ -193,7 +193,7 @@ def cmd_specs(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from profd.explain import explain
+    from profd.flow.explain import explain
     from collectors.errors import CaptureError
 
     path = Path(args.capture).expanduser()
@@ -212,11 +212,11 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_nightly(args: argparse.Namespace) -> int:
-    from profd.daemon import gpu_summary
-    from profd.jobqueue import JobQueue
+    from profd.service.daemon import gpu_summary
+    from profd.service.jobqueue import JobQueue
     from profd.model import JobKind
-    from profd.nightly import run_inline, targets_of
-    from profd.status import collect
+    from profd.flow.nightly import run_inline, targets_of
+    from profd.service.status import collect
     from profd.store import Store
 
     cfg = _config(args)
@@ -236,7 +236,7 @@ def cmd_nightly(args: argparse.Namespace) -> int:
             _emit(args, {"queued": jobs}, f"queued {len(jobs)} nightly job(s) in the running daemon; saves go first. "
                                           "The report is written when the last one finishes (`profd report`).")
             return EXIT_OK
-        from profd.executors import ExecutorError
+        from profd.service.executors import ExecutorError
 
         has_gpu, _ = gpu_summary()
         placement: list[dict[str, Any]] = []
@@ -255,7 +255,7 @@ def cmd_nightly(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from profd.nightly_report import load_latest
+    from profd.report.nightly import load_latest
 
     saved = load_latest()
     if saved is None:

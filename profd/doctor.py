@@ -50,7 +50,7 @@ def check_state_dir() -> Check:
 
 
 def check_gpu() -> Check:
-    from profd.daemon import gpu_summary
+    from profd.service.daemon import gpu_summary
 
     has, line = gpu_summary()
     if not has:
@@ -76,7 +76,7 @@ def check_profiler(has_gpu: bool) -> Check:
     if not has_gpu:
         return Check("profiler", True, f"found {exe or 'rocprofv3'}; counters not tried (no GPU)", skipped=True)
     from collectors.errors import CaptureError
-    from profd.counters import collect
+    from profd.flow.capture import collect
 
     probe = Path(__file__).resolve().parents[1] / "examples" / "kernels" / "vector_add.py"
     try:
@@ -91,7 +91,7 @@ def check_llm(cfg: Config) -> Check:
     if not cfg.llm.get("base_url"):
         return Check("llm", True, "not configured: the deterministic advisor works without one", skipped=True)
     try:
-        from advisors.llm import LLMConfig
+        from advisors.rewriters.llm import LLMConfig
         from openai import OpenAI
 
         lc = LLMConfig.from_mapping(cfg.llm)
@@ -111,7 +111,7 @@ def check_llm(cfg: Config) -> Check:
 def check_mail(cfg: Config) -> Check:
     if not cfg.mail:
         return Check("mail", True, "not configured: nightly reports stay on disk (profd report)", skipped=True)
-    from profd import mail
+    from profd.report import mail
 
     try:
         mcfg = mail.MailConfig.from_mapping(cfg.mail)

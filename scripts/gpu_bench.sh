@@ -11,8 +11,8 @@ S=$(date +%s)
 { ls -l /dev/nvidia* 2>&1 | head -5; python3 -c "from profd.gpu import probe; print('probe', probe())"; } | tee $O/diag.txt
 check() {
 python3 - <<'PY' 2>&1 | tee -a $O/diag.txt
-from profd.warm import WarmWorker
-from profd.harness import measure
+from profd.harness.warm import WarmWorker
+from profd.harness.runner import measure
 w = WarmWorker(); w.start(); print("zygote interpret =", w.interpret)
 m = measure("examples/kernels/vector_add.py", runner=w)
 print("warm fork:", m.device.name, m.verdict.status.value, m.timing and round(m.timing.median_ms, 4), m.warnings); w.close()

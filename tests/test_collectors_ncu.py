@@ -383,7 +383,7 @@ def test_merge_adds_rules_and_fills_only_missing_metrics(add_raw, mm_details):
 
 
 def test_build_command_scopes_to_nvtx_range_and_never_locks_clocks():
-    cmd = ncu.build_command("/usr/bin/python3", ["-m", "profd.child", "--target", "k.py"], Path("/tmp/r"))
+    cmd = ncu.build_command("/usr/bin/python3", ["-m", "profd.harness.child", "--target", "k.py"], Path("/tmp/r"))
     assert cmd[0] == "ncu"
     i = cmd.index("--nvtx-include")
     assert "--nvtx" in cmd and cmd[i + 1] == "profd_kernel/"  # trailing slash: a push/pop range
@@ -399,7 +399,7 @@ def test_build_command_scopes_to_nvtx_range_and_never_locks_clocks():
     assert "--set" not in cmd
     sections = [cmd[j + 1] for j, a in enumerate(cmd) if a == "--section"]
     assert sections == list(ncu.DEFAULT_SECTIONS)
-    assert cmd[cmd.index("/usr/bin/python3"):] == ["/usr/bin/python3", "-m", "profd.child", "--target", "k.py"]
+    assert cmd[cmd.index("/usr/bin/python3"):] == ["/usr/bin/python3", "-m", "profd.harness.child", "--target", "k.py"]
 
 
 def test_build_command_full_set_and_options():

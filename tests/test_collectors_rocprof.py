@@ -307,13 +307,13 @@ def test_write_input_file(tmp_path):
 
 
 def test_build_command_rocprofv3_and_legacy(tmp_path):
-    cmd = rocprof.build_command("python3", ["-m", "profd.child", "k.py"], tmp_path,
+    cmd = rocprof.build_command("python3", ["-m", "profd.harness.child", "k.py"], tmp_path,
                                 counters=["SQ_WAVES", "GRBM_GUI_ACTIVE"])
     assert cmd[0] == "rocprofv3"
     assert "--kernel-trace" in cmd and cmd[cmd.index("--output-format") + 1] == "csv"
     assert cmd[cmd.index("-d") + 1] == str(tmp_path)
     assert cmd[cmd.index("--pmc") + 1: cmd.index("--")] == ["SQ_WAVES", "GRBM_GUI_ACTIVE"]
-    assert cmd[cmd.index("--") + 1:] == ["python3", "-m", "profd.child", "k.py"]
+    assert cmd[cmd.index("--") + 1:] == ["python3", "-m", "profd.harness.child", "k.py"]
     multi = rocprof.build_command("python3", ["k.py"], tmp_path, input_file=tmp_path / "in.txt",
                                   kernel_regex="add_kernel")
     assert multi[multi.index("-i") + 1] == str(tmp_path / "in.txt") and "--pmc" not in multi

@@ -25,10 +25,11 @@ try:
 except ImportError:  # pragma: no cover
     from tests.support import held_add_target
 
-from profd import config, harness
-from profd.executors import ExecutorConfig, ExecutorError, Slot, SlotBusy, create, run_all
-from profd.executors.base import current_slot
-from profd.executors.local import LocalExecutor, LocalGpu
+from profd import config
+from profd.harness import runner as harness
+from profd.service.executors import ExecutorConfig, ExecutorError, Slot, SlotBusy, create, run_all
+from profd.service.executors.base import current_slot
+from profd.service.executors.local import LocalExecutor, LocalGpu
 from profd.model import Job, JobKind, JobState
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -298,7 +299,7 @@ def test_ray_daemon_profiles_real_targets_into_the_store(local_ray: None, tmp_pa
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """The daemon with [executor] kind = "ray": the jobs' children run in Ray actors (one CPU
     each), the verdicts come back as data and land in this host's store with the slot id."""
-    from profd.daemon import Daemon
+    from profd.service.daemon import Daemon
     from profd.store import Store
 
     monkeypatch.setenv("PROFD_STATE_DIR", str(tmp_path / "state"))
@@ -341,7 +342,7 @@ def test_ray_daemon_profiles_real_targets_into_the_store(local_ray: None, tmp_pa
 @needs_ray
 def test_ray_executor_contract(local_ray: None, tmp_path: Path) -> None:
     """Slots come from the cluster's resources; a child's result comes back through the actor."""
-    from profd.executors.ray_backend import RayExecutor
+    from profd.service.executors.ray_backend import RayExecutor
 
     target = tmp_path / "vector_add.py"
     shutil.copy(ROOT / "examples" / "kernels" / "vector_add.py", target)

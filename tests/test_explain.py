@@ -52,7 +52,7 @@ def section(md: str, n: int) -> str:
 
 
 def explain(*args, **kw):
-    from profd.explain import explain as run
+    from profd.flow.explain import explain as run
 
     return run(*args, **kw)
 

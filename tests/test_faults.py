@@ -41,12 +41,12 @@ try:
 except ImportError:  # pragma: no cover
     from tests.support import free_port, held_add_target
 
-from profd.harness import measure
+from profd.harness.runner import measure
 from profd.model import Candidate, Status
-from profd.sandbox import landlock_abi
+from profd.harness.sandbox import landlock_abi
 from profd.store import Store
-from profd.tune import tune
-from profd.warm import WarmWorker
+from profd.flow.tune import tune
+from profd.harness.warm import WarmWorker
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -228,7 +228,7 @@ def _sandbox_script(allowed: Path, other: Path) -> str:
     return textwrap.dedent(f'''
         import os, sys
         from pathlib import Path
-        from profd.sandbox import apply_sandbox
+        from profd.harness.sandbox import apply_sandbox
         allowed, other = Path({str(allowed)!r}), Path({str(other)!r})
         print(apply_sandbox([allowed]))
         (allowed / "a").mkdir()
@@ -640,7 +640,7 @@ def add_target(home_dir: Path) -> Path:
 def test_counters_permission_denied_says_how_to_fix(add_target: Path, tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     from collectors.errors import CaptureError
-    from profd.counters import collect
+    from profd.flow.capture import collect
 
     monkeypatch.setenv("PROFD_STATE_DIR", str(tmp_path / "state"))
     _fake_ncu(tmp_path / "bin")
@@ -658,7 +658,7 @@ def test_counters_permission_denied_says_how_to_fix(add_target: Path, tmp_path: 
 def test_profiler_missing_says_how_to_fix(add_target: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from collectors import ncu, rocprof
     from collectors.errors import CaptureError
-    from profd.counters import collect
+    from profd.flow.capture import collect
 
     monkeypatch.setenv("PROFD_STATE_DIR", str(tmp_path / "state"))
     empty = tmp_path / "empty-bin"
@@ -680,7 +680,7 @@ def test_profiler_missing_says_how_to_fix(add_target: Path, tmp_path: Path, monk
 def test_profile_with_counters_still_gives_verdict_and_timing(add_target: Path, tmp_path: Path, warm: WarmWorker,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """On this CPU machine the counter step is skipped with a note; the verdict and timing come back."""
-    from profd.pipeline import profile
+    from profd.flow.profile import profile
 
     monkeypatch.setenv("PROFD_STATE_DIR", str(tmp_path / "state"))
     _fake_ncu(tmp_path / "bin")
@@ -702,7 +702,7 @@ def test_profile_with_counters_still_gives_verdict_and_timing(add_target: Path, 
 @needs_cuda
 def test_gpu_profile_with_counters_denied_keeps_verdict_and_timing(add_target: Path, tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    from profd.pipeline import profile
+    from profd.flow.profile import profile
 
     monkeypatch.setenv("PROFD_STATE_DIR", str(tmp_path / "state"))
     _fake_ncu(tmp_path / "bin")

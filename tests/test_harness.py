@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from profd.harness import measure, scrubbed_env
+from profd.harness.runner import measure, scrubbed_env
 from profd.model import Status
 
 HEADER = '''
@@ -258,7 +258,7 @@ def test_child_cannot_see_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 def test_scratch_directories_do_not_pile_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import tempfile
 
-    from profd.harness import ChildRequest, run_child
+    from profd.harness.runner import ChildRequest, run_child
 
     monkeypatch.delenv("PROFD_KEEP_SCRATCH", raising=False)
     work = tmp_path / "scratch-root"
@@ -272,7 +272,7 @@ def test_scratch_directories_do_not_pile_up(tmp_path: Path, monkeypatch: pytest.
 def test_an_idle_warm_worker_gives_its_memory_back_and_restarts_on_demand(tmp_path: Path) -> None:
     import time as _time
 
-    from profd.warm import WarmWorker
+    from profd.harness.warm import WarmWorker
 
     w = WarmWorker(idle_close_s=1.0)
     w.start()

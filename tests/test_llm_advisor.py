@@ -13,7 +13,7 @@ import time
 import pytest
 
 from advisors.base import Attempt, TuneContext, source_digest
-from advisors.llm import LLMAdvisor, LLMConfig, LLMConfigError, contract_violations, extract_code_blocks
+from advisors.rewriters.llm import LLMAdvisor, LLMConfig, LLMConfigError, contract_violations, extract_code_blocks
 from profd.model import Candidate, CandidateVerdict, Evidence, Finding, Lever, Severity
 
 try:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from advisors.llm import LLMAdvisor, LLMConfig
+from advisors.rewriters.llm import LLMAdvisor, LLMConfig
 
 try:
     from support import free_port

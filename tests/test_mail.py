@@ -1,4 +1,4 @@
-"""profd.mail against a real SMTP server (aiosmtpd on 127.0.0.1) with STARTTLS, implicit TLS and AUTH."""
+"""profd.report.mail against a real SMTP server (aiosmtpd on 127.0.0.1) with STARTTLS, implicit TLS and AUTH."""
 
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ pytest.importorskip("aiosmtpd")
 from aiosmtpd.controller import Controller  # noqa: E402
 from aiosmtpd.smtp import AuthResult, LoginPassword  # noqa: E402
 
-from profd import mail  # noqa: E402
-from profd.mail import MailConfig, MailConfigError, build_message, outbox_status, retry_outbox, send  # noqa: E402
-from profd.nightly_report import (NightlyReport, ReadyCandidate, RooflinePoint, TargetSummary, TimeAt,  # noqa: E402
+from profd.report import mail  # noqa: E402
+from profd.report.mail import MailConfig, MailConfigError, build_message, outbox_status, retry_outbox, send  # noqa: E402
+from profd.report.nightly import (NightlyReport, ReadyCandidate, RooflinePoint, TargetSummary, TimeAt,  # noqa: E402
                                   render_html, render_text)
 
 try:

@@ -15,8 +15,8 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from profd import config
-from profd.nightly import run_inline
-from profd.nightly_report import load_latest
+from profd.flow.nightly import run_inline
+from profd.report.nightly import load_latest
 from profd.store import Store
 
 try:
@@ -82,7 +82,7 @@ def test_nightly_inline_saves_and_mails_the_report(kernels: Path, tmp_path: Path
 
 
 def test_nightly_through_the_daemon_queue(kernels: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from profd.jobqueue import JobQueue
+    from profd.service.jobqueue import JobQueue
     from profd.model import JobKind
 
     monkeypatch.setenv("PROFD_STATE_DIR", str(tmp_path / "state"))

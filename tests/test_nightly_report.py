@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from profd import nightly_report as nr
+from profd.report import nightly as nr
 from profd.model import Candidate, CandidateVerdict, Finding, Roofline, Severity
 from profd.store import RunRecord
-from profd.nightly_report import (FindingLine, NightlyReport, ReadyCandidate, RooflinePoint, TargetSummary, TimeAt,
+from profd.report.nightly import (FindingLine, NightlyReport, ReadyCandidate, RooflinePoint, TargetSummary, TimeAt,
                                   load_latest, render_html, render_text, save)
 
 pytest.importorskip("matplotlib")

@@ -9,13 +9,13 @@ import pytest
 from advisors.base import TuneContext
 from advisors.knobs import discover
 from advisors.rewrite import insert_grouped_order, set_knob
-from profd.apply import ApplyError, apply_best
-from profd.harness import measure
+from profd.flow.apply import ApplyError, apply_best
+from profd.harness.runner import measure
 from profd.model import Candidate, Status
 from profd.store import Store
-from profd.target import content_hash
-from profd.tune import tune
-from profd.warm import WarmWorker
+from profd.harness.target import content_hash
+from profd.flow.tune import tune
+from profd.harness.warm import WarmWorker
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -199,7 +199,7 @@ def fenced(src: str, why: str) -> str:
 
 def test_tune_with_the_llm_advisor_over_http(tmp_path: Path, store: Store, warm: WarmWorker,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    from advisors.llm import LLMAdvisor, LLMConfig
+    from advisors.rewriters.llm import LLMAdvisor, LLMConfig
 
     target = tmp_path / "add.py"
     target.write_text(TINY_BLOCK)
@@ -250,7 +250,7 @@ def test_a_win_discards_the_rest_of_its_batch(tmp_path: Path, store: Store, warm
 
 def test_once_a_preset_wins_the_advisor_searches_around_it() -> None:
     from advisors.base import Attempt
-    from advisors.deterministic import DeterministicAdvisor
+    from advisors.rewriters.deterministic import DeterministicAdvisor
     from profd.model import CandidateVerdict
 
     src = (ROOT / "examples" / "kernels" / "matmul.py").read_text()

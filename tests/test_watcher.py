@@ -13,10 +13,10 @@ from typing import Iterator
 
 import pytest
 
-from profd.jobqueue import JobQueue
+from profd.service.jobqueue import JobQueue
 from profd.model import JobKind
 from profd.store import Store
-from profd.watcher import Watcher, is_editor_temp
+from profd.service.watcher import Watcher, is_editor_temp
 
 SRC = "def kernel(x):\n    return x\n# version {n}\n"
 

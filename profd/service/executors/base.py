@@ -10,7 +10,7 @@ is the same for every executor, so results always land in the daemon's store.
 
 Usage::
 
-    ex = create(cfg, job_fn)          # profd.executors.create
+    ex = create(cfg, job_fn)          # profd.service.executors.create
     ex.start()
     for slot in ex.free_slots():
         job = queue.claim(worker=slot.id)
@@ -28,10 +28,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Optional
 
-from profd.harness import pinned_env
+from profd.harness.runner import pinned_env
 from profd.model import Job
 
-log = logging.getLogger("profd.executors")
+log = logging.getLogger("profd.service.executors")
 
 #: What a slot runs: ``job_fn(job, slot)``. It should not raise (Worker.process never
 #: does); an exception is logged and recorded on the handle, and the slot goes on.

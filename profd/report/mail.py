@@ -29,10 +29,10 @@ from email.utils import formatdate, getaddresses, make_msgid
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional
 
-from profd.nightly_report import NightlyReport, subject
+from profd.report.nightly import NightlyReport, subject
 from profd.paths import ensure_private_dir, state_dir, write_private
 
-log = logging.getLogger("profd.mail")
+log = logging.getLogger("profd.report.mail")
 
 SECURITY_MODES = ("starttls", "ssl", "none")
 _DEFAULT_PORTS = {"starttls": 587, "ssl": 465, "none": 25}

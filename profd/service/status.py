@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from profd.jobqueue import JobQueue
+from profd.service.jobqueue import JobQueue
 from profd.paths import state_dir
 from profd.store import Store
 
@@ -53,7 +53,7 @@ def collect() -> dict[str, Any]:
                             "workers": daemon.get("workers", []) if running else [], "recent_jobs": recent,
                             "job_counts": counts, "last_results": last}
     try:
-        from profd.mail import outbox_status
+        from profd.report.mail import outbox_status
 
         data["mail"] = outbox_status().to_dict()
     except ImportError:

@@ -1,7 +1,7 @@
 """The parent side of the harness: run a child on a target, with a time limit.
 
 The daemon never imports user code and never touches the GPU itself; it writes a
-request, starts ``python -m profd.child`` in its own session (so a hang can be
+request, starts ``python -m profd.harness.child`` in its own session (so a hang can be
 killed with everything it spawned) in a scratch directory with an environment
 scrubbed of secrets, and reads back a typed Measurement. A child that dies
 without answering still yields a Measurement that says what happened.
@@ -54,7 +54,7 @@ def scrubbed_env(extra: Optional[dict[str, str]] = None) -> dict[str, str]:
     env.update(extra or {})
     env.setdefault("PYTHONUNBUFFERED", "1")
     # The child imports profd from wherever this process got it.
-    root = str(Path(__file__).resolve().parents[1])
+    root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return env
 
@@ -89,7 +89,7 @@ class ChildRun:
 
 def child_command(request_path: Path, result_path: Path) -> list[str]:
     """The command line of a harness child (collectors wrap it in a profiler)."""
-    return [sys.executable, "-m", "profd.child", str(request_path), str(result_path)]
+    return [sys.executable, "-m", "profd.harness.child", str(request_path), str(result_path)]
 
 
 def run_child(req: ChildRequest, *, timeout_s: float = 120.0, wrap: Optional[list[str]] = None,
@@ -185,7 +185,7 @@ def to_measurement(run: ChildRun, target: Path, timeout_s: float) -> Measurement
         m = Measurement.from_dict(run.result)
         m.stderr_tail = _tail(run.stderr)
         return m
-    from profd.target import content_hash
+    from profd.harness.target import content_hash
 
     try:
         digest = content_hash(target)
@@ -221,7 +221,7 @@ class Runner(Protocol):
 
 
 class ColdRunner:
-    """A fresh ``python -m profd.child`` per request."""
+    """A fresh ``python -m profd.harness.child`` per request."""
 
     def __init__(self, should_abort: Callable[[], bool] = lambda: False) -> None:
         self.should_abort = should_abort

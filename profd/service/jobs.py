@@ -7,19 +7,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from profd.executors.base import SlotLost
-from profd.jobqueue import JobQueue
+from profd.service.executors.base import SlotLost
+from profd.service.jobqueue import JobQueue
 from profd.model import Job, JobKind, JobState
-from profd.pipeline import Cancelled, ProfileResult, profile
+from profd.flow.profile import Cancelled, ProfileResult, profile
 from profd.store import Store, has_room, storage_full
 
-log = logging.getLogger("profd.worker")
+log = logging.getLogger("profd.service.jobs")
 
 
 class Worker:
     """Runs jobs for one executor slot, one at a time, on that slot's thread.
 
-    ``daemon`` is the daemon as the slot sees it (``profd.daemon.SlotView``: the
+    ``daemon`` is the daemon as the slot sees it (``profd.service.daemon.SlotView``: the
     slot's runner and stop flag); ``store``/``queue`` are the slot's own connection."""
 
     def __init__(self, daemon: Any, store: Store, queue: JobQueue, has_gpu: bool) -> None:
@@ -45,7 +45,7 @@ class Worker:
             elif job.kind == JobKind.TUNE:
                 self._tune(job, path)
             elif job.kind == JobKind.NIGHTLY:
-                from profd.nightly import nightly_job
+                from profd.flow.nightly import nightly_job
 
                 nightly_job(self, job, path)
         except Cancelled:
@@ -112,7 +112,7 @@ class Worker:
             self.queue.enqueue(path, JobKind.TUNE, res.measurement.content_hash)
 
     def _tune(self, job: Job, path: Path) -> None:
-        from profd.tune import tune_job
+        from profd.flow.tune import tune_job
 
         tune_job(self, job, path)
 

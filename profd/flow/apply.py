@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Optional
 
 from profd.store import Store
-from profd.target import content_hash
+from profd.harness.target import content_hash
 
 
 class ApplyError(Exception):

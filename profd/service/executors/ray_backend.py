@@ -30,10 +30,10 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from profd.executors.base import Executor, ExecutorError, JobFn, Slot, SlotLost
-from profd.harness import ChildRequest, ChildRun
+from profd.service.executors.base import Executor, ExecutorError, JobFn, Slot, SlotLost
+from profd.harness.runner import ChildRequest, ChildRun
 
-log = logging.getLogger("profd.executors")
+log = logging.getLogger("profd.service.executors")
 
 #: How much source travels with one request: the target's directory is usually a
 #: handful of small kernels; a huge directory should not be copied per measurement.
@@ -87,11 +87,11 @@ class SlotActor:
         """Start the runner; describe where this actor landed."""
         import ray
 
-        from profd.harness import ColdRunner
+        from profd.harness.runner import ColdRunner
 
         kind = "cold"
         if self.warm:
-            from profd.warm import WarmWorker
+            from profd.harness.warm import WarmWorker
 
             w = WarmWorker(should_abort=self._abort.is_set)
             try:
@@ -104,7 +104,7 @@ class SlotActor:
         gpu_ids = [str(g) for g in ray.get_gpu_ids()]
         name = ""
         if gpu_ids and gpu_ids[0].isdigit():
-            from profd.executors.local import _nvml_names, _smi_names
+            from profd.service.executors.local import _nvml_names, _smi_names
 
             names = _nvml_names() or _smi_names() or []  # NVML sees every GPU of the node
             name = names[int(gpu_ids[0])] if int(gpu_ids[0]) < len(names) else ""

@@ -18,7 +18,7 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional
 
-from profd.executors.base import (Executor, ExecutorError, Handle, JobFn, Slot, SlotBusy, SlotLost,
+from profd.service.executors.base import (Executor, ExecutorError, Handle, JobFn, Slot, SlotBusy, SlotLost,
                                   run_all)
 
 __all__ = ["Executor", "ExecutorConfig", "ExecutorError", "Handle", "JobFn", "Slot", "SlotBusy", "SlotLost",
@@ -81,12 +81,12 @@ def create(cfg: Any, job_fn: JobFn, *, should_abort: Callable[[], bool] = lambda
         raise ExecutorError(str(e)) from None
     warm = bool(cfg.run.warm_worker)
     if ec.kind == "ray":
-        from profd.executors.ray_backend import RayExecutor
+        from profd.service.executors.ray_backend import RayExecutor
 
         cpu = ec.cpu_slots if "cpu_slots" in (cfg.executor or {}) else None
         return RayExecutor(job_fn, address=ec.ray_address, cpu_slots=cpu, warm=warm,
                            runtime_env=ec.ray_runtime_env or None, should_abort=should_abort)
-    from profd.executors.local import LocalExecutor
+    from profd.service.executors.local import LocalExecutor
 
     return LocalExecutor(job_fn, gpus=ec.gpus, cpu_slots=ec.cpu_slots, warm=warm, should_abort=should_abort,
                          warm_idle_s=float(getattr(cfg.run, "warm_idle_s", 0.0) or 0.0))

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from profd import harness
+from profd.harness import runner as harness
 from profd.model import CounterTable, Finding, Measurement, Roofline
 from profd.store import RunRecord, Store
 
@@ -76,7 +76,7 @@ def profile(path: Path, store: Store, *, counters: bool = False, full_set: bool 
     on_gpu = bool(m.device and m.device.backend != "cpu")
     if counters and m.correct and on_gpu:
         from collectors.errors import CaptureError
-        from profd.counters import collect
+        from profd.flow.capture import collect
 
         try:
             res.counters, seconds = collect(path, backend=m.device.backend, full_set=full_set,  # type: ignore[union-attr]
@@ -99,7 +99,7 @@ def _nvml_snapshot() -> Any:
     """NVML state of the GPU this job runs on (the executor slot's, else GPU 0)."""
     try:
         from collectors.nvml import snapshot
-        from profd.executors.base import current_slot
+        from profd.service.executors.base import current_slot
 
         slot = current_slot()
         index = slot.nvml_index if slot is not None and slot.nvml_index is not None else 0

@@ -32,7 +32,7 @@ read-only for the child and its descendants; a write fails with EACCES
 (``PermissionError``), which the harness reports as the kernel's error.
 
 It is per process and inherited by everything the child starts, so it works the same in a
-cold ``python -m profd.child``, in a child forked from the warm worker, and under ncu /
+cold ``python -m profd.harness.child``, in a child forked from the warm worker, and under ncu /
 rocprof (the profiler is the child's parent and is not restricted: its report and its own
 files in /tmp are written by itself). A cache root or the temp dir that holds a protected
 path is left out rather than let the child write the protected path: Landlock rules only

@@ -29,7 +29,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
-log = logging.getLogger("profd.watcher")
+log = logging.getLogger("profd.service.watcher")
 
 #: Names editors use for swap, backup and temp files (never kernels).
 _TEMP_SUFFIXES = (".swp", ".swo", ".swx", ".swpx", "~", ".tmp", ".temp", ".bak", ".orig", ".rej", ".part",

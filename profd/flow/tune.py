@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from advisors.base import Advisor, Attempt, TuneContext, source_digest, unified_diff
-from profd import harness
+from profd.harness import runner as harness
 from profd.model import Candidate, CandidateVerdict, Measurement, Timing
 from profd.paths import artifacts_dir, write_private
 from profd.store import Store
@@ -133,8 +133,8 @@ def tune(path: Path, store: Store, *, budget: int = 24, time_budget_s: Optional[
          progress: Optional[Progress] = None, should_stop: Callable[[], bool] = lambda: False,
          device_spec: Any = None, batch: int = 2) -> TuneResult:
     """Tune ``path`` with ``budget`` candidates (and optionally a time budget)."""
-    from advisors.deterministic import DeterministicAdvisor
-    from profd.pipeline import profile
+    from advisors.rewriters.deterministic import DeterministicAdvisor
+    from profd.flow.profile import profile
 
     path = Path(path).resolve()
     original = path.read_text()
@@ -317,11 +317,11 @@ def tune_job(worker: Any, job: Any, path: Path) -> None:
 
 def build_advisors(cfg: Any) -> list[Advisor]:
     """The deterministic advisor always; the LLM advisor when [llm] is configured."""
-    from advisors.deterministic import DeterministicAdvisor
+    from advisors.rewriters.deterministic import DeterministicAdvisor
 
     out: list[Advisor] = [DeterministicAdvisor()]
     if cfg.llm.get("base_url") and cfg.llm.get("model"):
-        from advisors.llm import LLMAdvisor, LLMConfig
+        from advisors.rewriters.llm import LLMAdvisor, LLMConfig
 
         out.append(LLMAdvisor(LLMConfig.from_mapping(cfg.llm)))
     return out

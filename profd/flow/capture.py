@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from collectors.errors import CaptureError
-from profd.harness import (ChildRequest, child_command, prepare_scratch, read_result, remove_scratch,
+from profd.harness.runner import (ChildRequest, child_command, prepare_scratch, read_result, remove_scratch,
                            scrubbed_env)
 from profd.model import CounterTable
 from profd.paths import artifacts_dir

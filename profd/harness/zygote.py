@@ -4,7 +4,7 @@ fresh child per job.
 Importing torch costs seconds; forking a process that already has it costs
 milliseconds. The zygote never initialises CUDA (so its forks may), never runs
 user code itself, and each fork gets its own session, scratch directory and
-scrubbed environment -- the same isolation as a cold ``python -m profd.child``.
+scrubbed environment -- the same isolation as a cold ``python -m profd.harness.child``.
 
 Protocol on stdin/stdout, one JSON object per line: the parent sends
 ``{"request": ..., "result": ..., "cwd": ..., "env": {...}}`` and receives
@@ -59,7 +59,7 @@ def _run_fork(msg: dict) -> None:
     os.environ.update(msg["env"])
     code = 0
     try:
-        from profd.child import main
+        from profd.harness.child import main
 
         code = main([msg["request"], msg["result"]])
     except SystemExit as e:
@@ -98,9 +98,9 @@ def main() -> int:
         import triton.language  # noqa: F401
     except Exception:
         pass
-    import profd.child  # noqa: F401
-    import profd.timing  # noqa: F401
-    import profd.verify  # noqa: F401
+    import profd.harness.child  # noqa: F401
+    import profd.harness.timing  # noqa: F401
+    import profd.harness.verify  # noqa: F401
 
     signal.signal(signal.SIGCHLD, _reap)
     out = sys.stdout

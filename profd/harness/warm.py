@@ -1,4 +1,4 @@
-"""Parent side of the warm worker (see ``profd.zygote``): same contract as
+"""Parent side of the warm worker (see ``profd.harness.zygote``): same contract as
 ``harness.run_child``, a fraction of the start-up time."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
-from profd.child import MISMATCH_EXIT
-from profd.harness import ChildRequest, ChildRun, collect, prepare_scratch, run_child, scrubbed_env
+from profd.harness.child import MISMATCH_EXIT
+from profd.harness.runner import ChildRequest, ChildRun, collect, prepare_scratch, run_child, scrubbed_env
 
 
 class WarmWorker:
@@ -54,7 +54,7 @@ class WarmWorker:
 
         n, name, _ = probe()
         env = scrubbed_env({ENV: f"{n}|{name}", **self.env_overrides})
-        self.proc = subprocess.Popen([sys.executable, "-m", "profd.zygote"], stdin=subprocess.PIPE,
+        self.proc = subprocess.Popen([sys.executable, "-m", "profd.harness.zygote"], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True,
                                      start_new_session=True)
         line = self._readline(self.start_timeout_s)

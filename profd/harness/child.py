@@ -1,6 +1,6 @@
 """The harness child: loads user code, verifies, times, and reports as JSON.
 
-Usage: ``python -m profd.child REQUEST.json RESULT.json``. Everything that runs
+Usage: ``python -m profd.harness.child REQUEST.json RESULT.json``. Everything that runs
 user code happens in this process, so that a crash, a hang, an illegal memory
 access or a full GPU takes down this child and never the daemon. The result is
 written atomically; the phase the child is in is written beside it, so that the
@@ -93,14 +93,14 @@ class Child:
             torch.zeros(1, device="cuda")
         # Sandbox (issue #9): before any user code is imported, this process (and all it
         # starts) may write only its scratch dir, the temp dir, compiler caches and /dev;
-        # the user's sources and profd's store become read-only. See profd/sandbox.py.
-        from profd.sandbox import sandbox_child
+        # the user's sources and profd's store become read-only. See profd/harness/sandbox.py.
+        from profd.harness.sandbox import sandbox_child
 
         _, sandbox_warnings = sandbox_child(self.target_path, self.result_path,
                                             self.req.get("extra", {}).get("sys_path", []),
                                             under_profiler=self.req.get("mode") == "counters")
-        from profd import verify as V
-        from profd.target import TargetLoadError, content_hash, load_target
+        from profd.harness import verify as V
+        from profd.harness.target import TargetLoadError, content_hash, load_target
 
         m = Measurement(target=str(self.target_path), content_hash="", verdict=Verdict(Status.INTERNAL),
                         started_at=t_start)
@@ -145,8 +145,8 @@ class Child:
         return self.finish(m)
 
     def time(self, target: Any, device: Any, on_gpu: bool, torch: Any) -> Any:
-        from profd import timing as T
-        from profd import verify as V
+        from profd.harness import timing as T
+        from profd.harness import verify as V
 
         shape = target.bench_shape
         self.phase(f"timing, shape {shape or 'default'}")
@@ -163,7 +163,7 @@ class Child:
 
     def counters(self, target: Any, device: Any, sync: Any, torch: Any) -> None:
         """One warmed-up call of kernel(...) inside an NVTX range, for ncu to scope to."""
-        from profd import verify as V
+        from profd.harness import verify as V
 
         self.phase("counters: preparing inputs")
         inputs = V.make_inputs(target, target.bench_shape, int(self.req.get("seed", 1234)), device)
@@ -191,7 +191,7 @@ _ILLEGAL = ("illegal memory access", "misaligned address", "illegal instruction"
 def classify(e: BaseException, path: Path, phase_path: Path) -> Any:
     """Turn an exception from user code into a Verdict that names the cause and line."""
     from profd.model import Status, Verdict
-    from profd.target import _user_line
+    from profd.harness.target import _user_line
 
     tb = traceback.format_exc()
     line = _user_line(e.__traceback__, path)
@@ -241,7 +241,7 @@ def _triton_compile_line(e: BaseException) -> Optional[int]:
 def main(argv: Optional[list[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if len(argv) != 2:
-        print("usage: python -m profd.child REQUEST.json RESULT.json", file=sys.stderr)
+        print("usage: python -m profd.harness.child REQUEST.json RESULT.json", file=sys.stderr)
         return 2
     request = json.loads(Path(argv[0]).read_text())
     try:

@@ -5,7 +5,7 @@ in how they talk (human lines vs journald-prefixed log lines). The daemon proces
 holds no GPU context: every measurement runs in a child (forked from the warm
 worker, or started cold), and the GPU is only ever looked at through NVML.
 
-Jobs run on an executor (``profd.executors``): one slot per GPU, each slot a thread
+Jobs run on an executor (``profd.service.executors``): one slot per GPU, each slot a thread
 with its own runner and Store connection. The main loop only hands queued jobs to
 free slots (``JobQueue.claim(worker=slot.id)``) and keeps ``daemon.json`` current.
 """
@@ -27,12 +27,12 @@ from typing import Any, Optional, TextIO
 
 from profd import config as config_mod
 from profd.config import Config
-from profd.executors import Executor, Slot, slot_config
-from profd.jobqueue import JobQueue
+from profd.service.executors import Executor, Slot, slot_config
+from profd.service.jobqueue import JobQueue
 from profd.model import Job, JobKind, JobState
 from profd.paths import state_dir, write_private
 from profd.store import Store
-from profd.watcher import Watcher
+from profd.service.watcher import Watcher
 
 log = logging.getLogger("profd")
 
@@ -350,7 +350,7 @@ class Daemon:
 
     def _run_job(self, job: Job, slot: Slot) -> None:
         """The executor's job function: ``Worker.process`` on the slot's own thread and connection."""
-        from profd.worker import Worker
+        from profd.service.jobs import Worker
 
         worker = self._workers.get(slot.id)
         if worker is None:
@@ -362,7 +362,7 @@ class Daemon:
         worker.process(job)
 
     def _serve(self) -> int:
-        from profd import executors
+        from profd.service import executors
 
         store = Store()
         self.store_path = store.path

@@ -17,7 +17,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from profd.model import OutputCheck, Status, Verdict
-from profd.target import Target
+from profd.harness.target import Target
 
 #: Functions whose results are uninitialised memory: the kernel's outputs, usually.
 _ALLOCATORS = {torch.empty, torch.empty_like, torch.empty_strided, torch.Tensor.new_empty}

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from profd.executors.base import Executor, ExecutorError, JobFn, Slot
+from profd.service.executors.base import Executor, ExecutorError, JobFn, Slot
 
-log = logging.getLogger("profd.executors")
+log = logging.getLogger("profd.service.executors")
 
 
 @dataclass
@@ -168,10 +168,10 @@ class LocalExecutor(Executor):
                      nvml_index=g.nvml_index) for g in found]
 
     def _open_runner(self, slot: Slot) -> Any:
-        from profd.harness import ColdRunner
+        from profd.harness.runner import ColdRunner
 
         if self.warm:
-            from profd.warm import WarmWorker
+            from profd.harness.warm import WarmWorker
 
             # Started on the slot's thread, but the zygote's env is given explicitly: it outlives calls.
             w = WarmWorker(should_abort=self.slot_abort(slot), env_overrides=slot.env,

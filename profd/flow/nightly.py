@@ -18,14 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from profd import harness
+from profd.harness import runner as harness
 from profd.config import Config
 from profd.model import Candidate
-from profd.nightly_report import (FindingLine, NightlyReport, ReadyCandidate, RooflinePoint, TargetSummary, TimeAt,
+from profd.report.nightly import (FindingLine, NightlyReport, ReadyCandidate, RooflinePoint, TargetSummary, TimeAt,
                                   save)
 from profd.paths import write_private
 from profd.store import RunRecord, Store
-from profd.watcher import is_editor_temp
+from profd.service.watcher import is_editor_temp
 
 DAY = 24 * 3600.0
 
@@ -69,7 +69,7 @@ def _yesterday(store: Store, path: Path, device: Optional[str], before: float) -
 def _drift(store: Store, path: Path, runner: Optional[harness.Runner], timeout_s: float,
            force_cpu: bool) -> Optional[str]:
     """Re-measure the last kept candidate; say so when it no longer holds."""
-    from profd.tune import _measure_source
+    from profd.flow.tune import _measure_source
 
     row = store.db.execute(
         "SELECT c.candidate_id, c.source_path, c.median_ms FROM tune_sessions s JOIN candidates c "
@@ -94,8 +94,8 @@ def _drift(store: Store, path: Path, runner: Optional[harness.Runner], timeout_s
 def night_for(path: Path, store: Store, cfg: Config, *, has_gpu: bool, runner: Optional[harness.Runner] = None,
               should_stop: Callable[[], bool] = lambda: False, started: Optional[float] = None) -> TargetNight:
     """One target's nightly pass: re-check, drift, tune; returns its summary."""
-    from profd.pipeline import profile
-    from profd.tune import build_advisors, tune
+    from profd.flow.profile import profile
+    from profd.flow.tune import build_advisors, tune
 
     started = started or time.time()
     notes: list[str] = []
@@ -174,12 +174,12 @@ def assemble(nights: list[TargetNight], store: Store, *, has_gpu: bool) -> Night
 
 def deliver(rep: NightlyReport, cfg: Config) -> tuple[Path, str]:
     """Save the report to disk, then mail it when [mail] is configured. Never raises for mail."""
-    from profd.nightly_report import render_html, render_text
+    from profd.report.nightly import render_html, render_text
 
     where = save(rep)
     if not cfg.mail:
         return where, "not mailed: no [mail] section in the config"
-    from profd import mail
+    from profd.report import mail
 
     try:
         mcfg = mail.MailConfig.from_mapping(cfg.mail)
@@ -217,7 +217,7 @@ def run_inline(cfg: Config, store: Store, *, has_gpu: bool, runner: Optional[har
 def _on_executor(cfg: Config, store: Store, paths: list[Path], *, has_gpu: bool, started: float,
                  say: Callable[[str], None], on_done: Callable[[dict[str, Any]], None]) -> list[TargetNight]:
     """One nightly pass per target, spread over the executor's slots; results in target order."""
-    from profd.executors import create, run_all, slot_config
+    from profd.service.executors import create, run_all, slot_config
     from profd.model import Job, JobKind, JobState
 
     nights: dict[int, TargetNight] = {}

@@ -1,0 +1,1 @@
+"""Advisors that propose rewrites (one module each): deterministic, llm."""

@@ -1,0 +1,1 @@
+"""What a job does: profile, capture counters, tune, judge, nightly, apply, explain."""

@@ -1,0 +1,1 @@
+"""The nightly report (values, storage, charts, HTML, text) and mail."""
