@@ -1,0 +1,74 @@
+# Wrapper for Liger-Kernel's cross-entropy forward (see the header for the upstream code's origin).
+# Text above the marker goes before the upstream code, text below it after.
+import torch
+import triton
+import triton.language as tl
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+ON_GPU = DEVICE == "cuda"
+
+# ---- shims for liger_kernel internals the upstream code imports ----
+# shim: cross_entropy.py imports tanh from libdevice when triton >= 3 (not NPU); it is only used
+# with softcapping. Triton's CPU interpreter has no libdevice, so a tl-only tanh stands in there.
+if ON_GPU:
+    from triton.language.extra.libdevice import tanh
+else:
+    @triton.jit
+    def tanh(x):
+        return 2.0 * tl.sigmoid(2.0 * x) - 1.0
+
+
+def infer_device_arch(device_id: int = 0) -> str:
+    """shim for liger_kernel.utils.infer_device_arch: only the Blackwell test matters here."""
+    if not torch.cuda.is_available() or torch.version.hip:
+        return DEVICE
+    major, minor = torch.cuda.get_device_capability(device_id)
+    return {9: "hopper", 10: "blackwell", 12: "blackwell_consumer"}.get(major, f"sm_{major}{minor}")
+
+
+# @@ upstream code @@
+# ---- the profd wrapper ----
+IGNORE_INDEX = -100
+DTYPE = torch.bfloat16 if ON_GPU else torch.float32  # the interpreter has no bf16 arithmetic
+
+
+def get_inputs(BT=4096, V=128256):
+    logits = torch.randn(BT, V, device=DEVICE, dtype=DTYPE)
+    target = torch.randint(0, V, (BT,), device=DEVICE)
+    target[::16] = IGNORE_INDEX  # some padding, as in a real batch
+    return [logits, target]
+
+
+def kernel(logits, target):
+    # Inference-style call: logits do not require grad, so the kernel writes no gradient.
+    return cross_entropy_forward(logits, target, None, IGNORE_INDEX, 0.0, 0.0, "mean", None, False)[0]
+
+
+def reference(logits, target):
+    acc = torch.promote_types(logits.dtype, torch.float32)
+    loss = torch.nn.functional.cross_entropy(logits.to(acc), target, ignore_index=IGNORE_INDEX)
+    return loss.to(logits.dtype)
+
+
+SHAPES = (
+    [dict(BT=2048, V=32000), dict(BT=1000, V=50257), dict(BT=4096, V=128256)]
+    if ON_GPU
+    else [dict(BT=8, V=300), dict(BT=4, V=2500)]
+)
+BENCH_SHAPE = dict(BT=4096, V=128256) if ON_GPU else dict(BT=8, V=300)
+RTOL, ATOL = (2e-2, 2e-2) if ON_GPU else (1e-5, 1e-5)
+
+
+def flops(logits, target):
+    return 4 * logits.numel()  # max, subtract, exp, sum
+
+
+def bytes_moved(logits, target):
+    return logits.numel() * logits.element_size() + target.numel() * target.element_size()
+
+
+if __name__ == "__main__":
+    torch.manual_seed(0)
+    inputs = get_inputs(**BENCH_SHAPE)
+    err = (kernel(*inputs).float() - reference(*inputs).float()).abs().max().item()
+    print(f"max abs error {err:.3e}")

@@ -1,0 +1,64 @@
+# Wrapper for Liger-Kernel's GeGLU forward (see the header for the upstream code's origin).
+# Text above the marker goes before the upstream code, text below it after.
+from contextlib import contextmanager
+
+import torch
+import triton
+import triton.language as tl
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+ON_GPU = DEVICE == "cuda"
+
+# ---- shims for liger_kernel internals the upstream code imports ----
+# shim: geglu.py imports tanh from libdevice when triton >= 3 (not NPU). Triton's CPU
+# interpreter has no libdevice, so a tl-only tanh stands in there.
+if ON_GPU:
+    from triton.language.extra.libdevice import tanh
+else:
+    @triton.jit
+    def tanh(x):
+        return 2.0 * tl.sigmoid(2.0 * x) - 1.0
+
+
+# @@ upstream code @@
+# ---- the profd wrapper ----
+DTYPE = torch.bfloat16 if ON_GPU else torch.float32  # the interpreter has no bf16 arithmetic
+
+
+def get_inputs(M=4096, N=16384):
+    a = torch.randn(M, N, device=DEVICE, dtype=DTYPE)  # gate projection
+    b = torch.randn(M, N, device=DEVICE, dtype=DTYPE)  # up projection
+    return [a, b]
+
+
+def kernel(a, b):
+    return geglu_forward(a, b)[2]
+
+
+def reference(a, b):
+    acc = torch.promote_types(a.dtype, torch.float32)
+    return torch.nn.functional.gelu(a.to(acc), approximate="tanh").to(a.dtype) * b
+
+
+SHAPES = (
+    [dict(M=2048, N=8192), dict(M=1000, N=3000), dict(M=4096, N=16384)]
+    if ON_GPU
+    else [dict(M=4, N=64), dict(M=3, N=100)]
+)
+BENCH_SHAPE = dict(M=4096, N=16384) if ON_GPU else dict(M=4, N=64)
+RTOL, ATOL = (2e-2, 2e-2) if ON_GPU else (1e-5, 1e-5)
+
+
+def flops(a, b):
+    return 10 * a.numel()  # the tanh-GELU polynomial, tanh, two multiplies
+
+
+def bytes_moved(a, b):
+    return 3 * a.numel() * a.element_size()
+
+
+if __name__ == "__main__":
+    torch.manual_seed(0)
+    inputs = get_inputs(**BENCH_SHAPE)
+    err = (kernel(*inputs).float() - reference(*inputs).float()).abs().max().item()
+    print(f"max abs error {err:.3e}")

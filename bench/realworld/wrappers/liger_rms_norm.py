@@ -1,0 +1,90 @@
+# Wrapper for Liger-Kernel's RMSNorm forward (see the header for the upstream code's origin).
+# Text above the marker goes before the upstream code, text below it after.
+from contextlib import contextmanager
+
+import torch
+import triton
+import triton.language as tl
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+ON_GPU = DEVICE == "cuda"
+
+if not ON_GPU:
+    # shim, interpreter only: compiled Triton gives a float scalar argument an fp32 scalar type
+    # (so upstream can write `eps.to(tl.float32)`), but the CPU interpreter passes it through as
+    # a Python float, which has no .to(). Wrap float arguments the way it wraps ints.
+    import numpy as np
+    from triton.runtime import interpreter as _interpreter
+
+    if not getattr(_interpreter._implicit_cvt, "_wraps_floats", False):
+        def _implicit_cvt(arg, _orig=_interpreter._implicit_cvt):
+            if isinstance(arg, float):
+                handle = _interpreter.TensorHandle(np.array([arg], dtype=np.float32), tl.float32)
+                return tl.tensor(handle, tl.float32)
+            return _orig(arg)
+
+        _implicit_cvt._wraps_floats = True
+        _interpreter._implicit_cvt = _implicit_cvt
+
+# ---- shims for liger_kernel internals the upstream code imports ----
+# shim: rms_norm.py imports rsqrt from libdevice when triton >= 3 (not NPU). Triton's CPU
+# interpreter has no libdevice, so there tl.math.rsqrt (the same function) stands in.
+if ON_GPU:
+    from triton.language.extra.libdevice import rsqrt
+else:
+    @triton.jit
+    def rsqrt(x):
+        return tl.math.rsqrt(x)
+
+
+def set_large_grf_mode(kernel_args):  # shim: only called for XPU devices
+    raise NotImplementedError("XPU only")
+
+
+# @@ upstream code @@
+# ---- the profd wrapper ----
+EPS = 1e-6
+DTYPE = torch.bfloat16 if ON_GPU else torch.float32  # the interpreter has no bf16 arithmetic
+
+
+def get_inputs(M=8192, N=4096):
+    x = torch.randn(M, N, device=DEVICE, dtype=DTYPE)
+    w = 1.0 + 0.1 * torch.randn(N, device=DEVICE, dtype=DTYPE)
+    return [x, w]
+
+
+def kernel(x, w):
+    # Llama casting (Liger's default): rstd in fp32, the weight multiply in the input dtype.
+    return rms_norm_forward(x, w, EPS, 0.0, "llama", None)[0]
+
+
+def reference(x, w):
+    # HF LlamaRMSNorm; dtype-agnostic (at least fp32 inside, float64 stays float64).
+    acc = torch.promote_types(x.dtype, torch.float32)
+    xf = x.to(acc)
+    y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + EPS)
+    return w * y.to(x.dtype)
+
+
+SHAPES = (
+    [dict(M=4096, N=2048), dict(M=1000, N=3000), dict(M=8192, N=4096)]
+    if ON_GPU
+    else [dict(M=8, N=64), dict(M=5, N=100)]
+)
+BENCH_SHAPE = dict(M=8192, N=4096) if ON_GPU else dict(M=8, N=64)
+RTOL, ATOL = (2e-2, 2e-2) if ON_GPU else (1e-4, 1e-4)
+
+
+def flops(x, w):
+    return 4 * x.numel()  # square, sum, scale, weight
+
+
+def bytes_moved(x, w):
+    return 2 * x.numel() * x.element_size() + w.numel() * w.element_size()
+
+
+if __name__ == "__main__":
+    torch.manual_seed(0)
+    inputs = get_inputs(**BENCH_SHAPE)
+    err = (kernel(*inputs).float() - reference(*inputs).float()).abs().max().item()
+    print(f"max abs error {err:.3e}")

@@ -1,0 +1,80 @@
+# Wrapper for Liger-Kernel's SwiGLU forward (see the header for the upstream code's origin).
+# Text above the marker goes before the upstream code, text below it after.
+from contextlib import contextmanager
+
+import torch
+import triton
+import triton.language as tl
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+ON_GPU = DEVICE == "cuda"
+
+if not ON_GPU:
+    # shim, interpreter only: compiled Triton gives a float scalar argument an fp32 scalar type
+    # (so upstream can write `eps.to(tl.float32)`), but the CPU interpreter passes it through as
+    # a Python float, which has no .to(). Wrap float arguments the way it wraps ints.
+    import numpy as np
+    from triton.runtime import interpreter as _interpreter
+
+    if not getattr(_interpreter._implicit_cvt, "_wraps_floats", False):
+        def _implicit_cvt(arg, _orig=_interpreter._implicit_cvt):
+            if isinstance(arg, float):
+                handle = _interpreter.TensorHandle(np.array([arg], dtype=np.float32), tl.float32)
+                return tl.tensor(handle, tl.float32)
+            return _orig(arg)
+
+        _implicit_cvt._wraps_floats = True
+        _interpreter._implicit_cvt = _implicit_cvt
+
+
+# ---- shims for liger_kernel internals the upstream code imports ----
+def infer_device_arch(device_id: int = 0) -> str:
+    """shim for liger_kernel.utils.infer_device_arch: only the Blackwell test matters here."""
+    if not torch.cuda.is_available() or torch.version.hip:
+        return DEVICE
+    major, minor = torch.cuda.get_device_capability(device_id)
+    return {9: "hopper", 10: "blackwell", 12: "blackwell_consumer"}.get(major, f"sm_{major}{minor}")
+
+
+# @@ upstream code @@
+# ---- the profd wrapper ----
+DTYPE = torch.bfloat16 if ON_GPU else torch.float32  # the interpreter has no bf16 arithmetic
+
+
+def get_inputs(M=4096, N=14336):
+    a = torch.randn(M, N, device=DEVICE, dtype=DTYPE)  # gate projection
+    b = torch.randn(M, N, device=DEVICE, dtype=DTYPE)  # up projection
+    return [a, b]
+
+
+def kernel(a, b):
+    return swiglu_forward(a, b)[2]
+
+
+def reference(a, b):
+    acc = torch.promote_types(a.dtype, torch.float32)
+    return torch.nn.functional.silu(a.to(acc)).to(a.dtype) * b
+
+
+SHAPES = (
+    [dict(M=2048, N=11008), dict(M=1000, N=3000), dict(M=4096, N=14336)]
+    if ON_GPU
+    else [dict(M=4, N=64), dict(M=3, N=100)]
+)
+BENCH_SHAPE = dict(M=4096, N=14336) if ON_GPU else dict(M=4, N=64)
+RTOL, ATOL = (2e-2, 2e-2) if ON_GPU else (1e-5, 1e-5)
+
+
+def flops(a, b):
+    return 5 * a.numel()  # sigmoid (~3), multiply, multiply
+
+
+def bytes_moved(a, b):
+    return 3 * a.numel() * a.element_size()
+
+
+if __name__ == "__main__":
+    torch.manual_seed(0)
+    inputs = get_inputs(**BENCH_SHAPE)
+    err = (kernel(*inputs).float() - reference(*inputs).float()).abs().max().item()
+    print(f"max abs error {err:.3e}")

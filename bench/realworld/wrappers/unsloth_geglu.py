@@ -1,0 +1,60 @@
+# Wrapper for unsloth's GeGLU (exact) forward (see the header for the upstream code's origin).
+# Text above the marker goes before the upstream code, text below it after.
+from contextlib import nullcontext
+
+import torch
+import triton
+import triton.language as tl
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+ON_GPU = DEVICE == "cuda"
+
+
+# ---- shims for unsloth internals the upstream code imports ----
+def torch_gpu_device(device):
+    """shim for unsloth.kernels.utils.torch_gpu_device (its single-device branch)."""
+    return nullcontext()
+
+
+# @@ upstream code @@
+# ---- the profd wrapper ----
+DTYPE = torch.bfloat16 if ON_GPU else torch.float32  # the interpreter has no bf16 arithmetic
+
+
+def get_inputs(B=4, S=2048, H=16384):
+    e = torch.randn(B, S, H, device=DEVICE, dtype=DTYPE)  # gate projection
+    g = torch.randn(B, S, H, device=DEVICE, dtype=DTYPE)  # up projection
+    return [e, g]
+
+
+def kernel(e, g):
+    return geglu_exact_forward_kernel(e, g)
+
+
+def reference(e, g):
+    acc = torch.promote_types(e.dtype, torch.float32)
+    return torch.nn.functional.gelu(e.to(acc)).to(e.dtype) * g  # erf GELU
+
+
+SHAPES = (
+    [dict(B=1, S=2048, H=8192), dict(B=3, S=333, H=3000), dict(B=4, S=2048, H=16384)]
+    if ON_GPU
+    else [dict(B=1, S=4, H=64), dict(B=2, S=3, H=100)]
+)
+BENCH_SHAPE = dict(B=4, S=2048, H=16384) if ON_GPU else dict(B=1, S=4, H=64)
+RTOL, ATOL = (2e-2, 2e-2) if ON_GPU else (1e-5, 1e-5)
+
+
+def flops(e, g):
+    return 8 * e.numel()  # erf GELU (~6), two multiplies
+
+
+def bytes_moved(e, g):
+    return 3 * e.numel() * e.element_size()
+
+
+if __name__ == "__main__":
+    torch.manual_seed(0)
+    inputs = get_inputs(**BENCH_SHAPE)
+    err = (kernel(*inputs).float() - reference(*inputs).float()).abs().max().item()
+    print(f"max abs error {err:.3e}")
