@@ -155,23 +155,14 @@ def _child(job_path: str) -> int:
 # --------------------------------------------------------------------------------------- parent
 
 
-def _run_target(path: Path, t: corpus.Target, args: argparse.Namespace, work: Path) -> dict:
-    source = path.read_text()
-    res: dict = {"file": str(path), "defect": t.defect is not None, "axes": t.grid.axes,
-                 "variants": [], "errors": []}
-    todo = [{"id": AS_WRITTEN, "knobs": None, "path": str(path)}]
-    for i, knobs in enumerate(variants(t, args.quick)):
-        try:
-            text = apply_variant(source, t, knobs)
-        except CorpusError as e:
-            res["errors"].append(str(e))
-            break
-        vp = work / f"{t.name}__v{i:03d}.py"
-        vp.write_text(text)
-        todo.append({"id": i, "knobs": knobs, "path": str(vp)})
-    if args.max_variants is not None:
-        todo = todo[: args.max_variants + 1]
-
+def run_files(base: Path, todo: list[dict], args: argparse.Namespace, work: Path, name: str,
+              res: dict) -> dict:
+    """Verify and time each file of ``todo`` ({id, knobs, path}) against ``base``'s reference, in
+    child processes (a fresh one after each crash or hang); ``res`` gets reference_ms and errors.
+    Returns {id: record}. Shared by this script and bench/tune_vs_grid.py, so that the grid, the
+    as-written file and profd's tuned file are timed by one timer on the same inputs."""
+    path = base
+    t_name = name
     env = dict(os.environ)
     if args.quick or args.interpret:
         env["TRITON_INTERPRET"] = "1"
@@ -181,7 +172,7 @@ def _run_target(path: Path, t: corpus.Target, args: argparse.Namespace, work: Pa
         rest = [v for v in todo if v["id"] not in done]
         if not rest:
             break
-        job = work / f"{t.name}.job.json"
+        job = work / f"{t_name}.job.json"
         job.write_text(json.dumps({
             "base": str(path), "variants": rest, "quick": args.quick, "time_reference": reference_pending,
             "variant_timeout": args.variant_timeout, "warmup_ms": args.warmup_ms, "rep_ms": args.rep_ms}))
@@ -216,7 +207,7 @@ def _run_target(path: Path, t: corpus.Target, args: argparse.Namespace, work: Pa
             done[rec["variant"]] = rec
             status = "ok" if rec.get("ok") else rec.get("error") or "WRONG"
             if args.verbose:
-                print(f"  {t.name} {rec['variant']} {rec.get('knobs')}: {rec.get('ms')} ms {status}",
+                print(f"  {t_name} {rec['variant']} {rec.get('knobs')}: {rec.get('ms')} ms {status}",
                       file=sys.stderr)
         rc = proc.wait()
         stderr = proc.stderr.read()
@@ -226,6 +217,28 @@ def _run_target(path: Path, t: corpus.Target, args: argparse.Namespace, work: Pa
             why = "killed by the watchdog (hang)" if rc in (-9, 137) else f"child exited with {rc}"
             done[v["id"]] = {"variant": v["id"], "knobs": v["knobs"], "error": f"{why}: {stderr[-1500:]}"}
             reference_pending = False
+
+    return done
+
+
+def _run_target(path: Path, t: corpus.Target, args: argparse.Namespace, work: Path) -> dict:
+    source = path.read_text()
+    res: dict = {"file": str(path), "defect": t.defect is not None, "axes": t.grid.axes,
+                 "variants": [], "errors": []}
+    todo = [{"id": AS_WRITTEN, "knobs": None, "path": str(path)}]
+    for i, knobs in enumerate(variants(t, args.quick)):
+        try:
+            text = apply_variant(source, t, knobs)
+        except CorpusError as e:
+            res["errors"].append(str(e))
+            break
+        vp = work / f"{t.name}__v{i:03d}.py"
+        vp.write_text(text)
+        todo.append({"id": i, "knobs": knobs, "path": str(vp)})
+    if args.max_variants is not None:
+        todo = todo[: args.max_variants + 1]
+
+    done = run_files(path, todo, args, work, t.name, res)
 
     for v in todo:
         rec = done[v["id"]]
