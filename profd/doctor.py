@@ -36,7 +36,7 @@ def check_state_dir() -> Check:
     try:
         d = state_dir()
         with Store() as s:
-            s.db.execute("SELECT COUNT(*) FROM runs").fetchone()
+            s.count_runs()
         loose = [p.name for p in [d, d / "profd.db"] if p.exists() and stat.S_IMODE(p.stat().st_mode) & 0o077]
         if loose:
             return Check("state", False, f"{d}: {', '.join(loose)} readable by others",
@@ -50,7 +50,7 @@ def check_state_dir() -> Check:
 
 
 def check_gpu() -> Check:
-    from profd.service.daemon import gpu_summary
+    from profd.gpu import gpu_summary
 
     has, line = gpu_summary()
     if not has:
