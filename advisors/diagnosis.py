@@ -1,6 +1,9 @@
-"""Diagnosis: counters + device facts -> ranked findings.
+"""Diagnosis: counters + device facts -> ranked findings, as one ``Diagnosis`` value.
 
-``diagnose`` reduces a ``CounterTable`` to one representative launch per kernel, builds a
+``analyze`` is the entry point: it reduces the table to one representative launch per kernel
+once, places the main kernel on the roofline, runs the rules and collects the profiler messages
+no finding used; the report renders that value without recomputing any of it. ``diagnose``
+(the findings only) reduces a ``CounterTable`` to one representative launch per kernel, builds a
 ``RuleContext`` for it, runs every registered rule (``advisors.rules``), attaches Nsight Compute's
 own rule messages to the findings they support, and ranks the findings by estimated gain
 weighted by each kernel's share of the profiled time.
@@ -8,16 +11,14 @@ weighted by each kernel's share of the profiled time.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Optional, Sequence
-
-import pandas as pd
+from typing import Iterable, Optional, Sequence
 
 from hwspecs.spec import Ceilings, DeviceSpec
 from profd.model import CounterTable, Finding, Roofline, RuleMessage, Severity
 
 from advisors import roofline as roofline_mod
+from advisors.context import KernelRow, RuleContext, kernel_rows, messages_for
 from advisors.knobs import Knobs
 from advisors.rules import Rule, all_rules
 from advisors.rules._base import message_text
@@ -25,132 +26,110 @@ from advisors.rules._base import message_text
 #: Kernels under this share of the profiled time are not diagnosed (helpers like fill kernels).
 MIN_TIME_SHARE = 0.01
 
+#: Metrics the roofline and the report read besides the rules' own (time, clocks, traffic, the
+#: speed-of-light table): collected whatever the rules ask.
+REPORTED_METRICS: tuple[str, ...] = (
+    "duration_ns", "sm_clock_hz", "dram_clock_hz", "sm_count", "flops",
+    "dram_bytes", "dram_bytes_read", "dram_bytes_write", "dram_bandwidth_bytes_per_s",
+    "sm_throughput_pct", "memory_throughput_pct", "dram_throughput_pct", "l2_throughput_pct", "l1_throughput_pct",
+    "tensor_pipe_pct", "mfma_util_pct", "valu_util_pct",
+)
+
+
+def collection_metrics(rules: Optional[Iterable[Rule]] = None) -> list[str]:
+    """The canonical metrics a capture should hold: every rule's declared ones, then the report's.
+
+    A rule's ``requires`` (alternatives included) and ``optional`` metrics; profiler-message
+    stand-ins (``ncu:Rule``) are not metrics and are left out. Collectors map this list to their
+    own counter names (``Collector.counters_for``).
+    """
+    out: list[str] = []
+    for rule in rules if rules is not None else all_rules():
+        for req in tuple(rule.requires) + tuple(rule.optional):
+            for name in (req,) if isinstance(req, str) else tuple(req):
+                if not name.startswith("ncu:") and name not in out:
+                    out.append(name)
+    return out + [m for m in REPORTED_METRICS if m not in out]
+
+
 _SEVERITY_ORDER = {Severity.HIGH: 0, Severity.MEDIUM: 1, Severity.LOW: 2, Severity.INFO: 3}
 
 
 @dataclass
-class RuleContext:
-    """What a rule sees: one launch of one kernel, the device, and the user's knobs."""
+class Diagnosis:
+    """Everything the diagnosis learned about one capture (or one run without a capture).
 
-    kernel: str
-    metrics: dict[str, float]
+    ``rows`` is the per-kernel reduction of ``table`` (empty without one), ``roofline`` the
+    main placement (measured when the target gave flops()/bytes_moved(), else from counters),
+    ``findings`` ranked as ``diagnose`` ranks them, ``unmatched`` the profiler's rule messages
+    no finding quoted. A report renders this value; it never re-derives any of it.
+    """
+
+    table: Optional[CounterTable] = None
     spec: Optional[DeviceSpec] = None
     ceilings: Optional[Ceilings] = None
     roofline: Optional[Roofline] = None
-    knobs: Optional[Knobs] = None
-    messages: list[RuleMessage] = field(default_factory=list)
-    source: str = ""  # the CounterTable's source: "ncu", "rocprof-v1", ...
-    launches: int = 1
-    time_share: float = 1.0  # this kernel's share of the profiled time (1.0 when unknown)
+    rows: list[KernelRow] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    unmatched: list[RuleMessage] = field(default_factory=list)
+    precision: str = "bf16"
 
-    def m(self, name: str) -> Optional[float]:
-        """A canonical metric of this launch, or None when the profiler did not provide it."""
-        v = self.metrics.get(name)
-        if v is None:
-            return None
-        try:
-            f = float(v)
-        except (TypeError, ValueError):
-            return None
-        return None if math.isnan(f) else f
+    @classmethod
+    def of(cls, table: Optional[CounterTable], findings: Sequence[Finding] = (), *,
+           roofline: Optional[Roofline] = None, spec: Optional[DeviceSpec] = None,
+           ceilings: Optional[Ceilings] = None) -> "Diagnosis":
+        """A Diagnosis around findings computed elsewhere (no rules run): rows and unmatched messages."""
+        rows = kernel_rows(table) if table is not None else []
+        dx = cls(table=table, spec=spec, ceilings=ceilings, roofline=roofline, rows=rows, findings=list(findings))
+        dx.unmatched = _unmatched(table, rows, dx.findings) if table is not None else []
+        return dx
 
-    def has(self, name: str) -> bool:
-        """A metric is present, or (``"ncu:Rule"``) the profiler printed that rule's message."""
-        if name.startswith("ncu:"):
-            return bool(self.messages_named(name[4:]))
-        return self.m(name) is not None
+    def main_row(self) -> Optional[KernelRow]:
+        """The kernel with the largest share of the profiled time."""
+        return max(self.rows, key=lambda r: r.total_ns or 0.0) if self.rows else None
 
-    def messages_named(self, *rules: str) -> list[RuleMessage]:
-        return [m for m in self.messages if m.rule in rules]
+    def main_metric(self, name: str) -> Optional[float]:
+        """A metric of the main kernel's representative launch (None when absent)."""
+        row = self.main_row()
+        return row.metrics.get(name) if row is not None else None
 
-    def sm_count(self) -> Optional[float]:
-        return self.m("sm_count") or (float(self.spec.sm_count) if self.spec else None)
+    def first_metric(self, name: str) -> Optional[float]:
+        """The metric from the first kernel that has it (device-wide values such as sm_count)."""
+        return next((r.metrics[name] for r in self.rows if name in r.metrics), None)
 
-    def peak_gbps(self) -> Optional[float]:
-        """Device-memory bandwidth ceiling: measured when available, else the datasheet."""
-        if self.ceilings is not None and self.ceilings.memory_gbps:
-            return float(self.ceilings.memory_gbps)
-        if self.spec is not None and self.spec.memory_bandwidth_gbps:
-            return float(self.spec.memory_bandwidth_gbps)
-        return None
-
-    def is_amd(self) -> bool:
-        if self.spec is not None:
-            return self.spec.vendor.upper() == "AMD"
-        return self.source.startswith("rocprof")
+    def time_shares_pct(self) -> dict[str, float]:
+        """Percent of the profiled time per kernel (empty when the capture has no durations)."""
+        total = sum(r.total_ns for r in self.rows if r.total_ns)
+        return {r.kernel: 100.0 * r.total_ns / total for r in self.rows if r.total_ns and total}
 
 
-@dataclass
-class KernelRow:
-    """One kernel of a table, reduced to a representative launch."""
+def analyze(
+    table: Optional[CounterTable],
+    spec: Optional[DeviceSpec],
+    ceilings: Optional[Ceilings],
+    *,
+    roofline: Optional[Roofline] = None,
+    knobs: Optional[Knobs] = None,
+    rules: Optional[Sequence[Rule]] = None,
+    precision: str = "bf16",
+    min_share: float = MIN_TIME_SHARE,
+) -> Diagnosis:
+    """The whole diagnosis of ``table`` as one value.
 
-    kernel: str
-    launch: Any  # the frame index label of the representative launch
-    metrics: dict[str, float]
-    launches: int
-    total_ns: Optional[float]
-
-
-def kernel_rows(table: CounterTable) -> list[KernelRow]:
-    """One row per kernel name: the launch with the median duration (the longer of the middle two).
-
-    A real launch (not a column-wise median) keeps the metrics of one execution consistent
-    with each other; columns that launch lacks (multi-pass AMD captures leave holes) are filled
-    with the median of the kernel's other launches.
+    ``roofline`` is a measured placement of the whole ``kernel(...)`` call; without one the main
+    kernel is placed from its counters (percent-of-peak only without ceilings). ``table`` may be None (no
+    counters were taken): the Diagnosis then holds only the roofline.
     """
-    frame = table.frame
-    out: list[KernelRow] = []
-    if frame is None or not len(frame):
-        return out
-    numeric = [c for c in frame.columns if c != "kernel"]
-    for name in table.kernels():
-        sub = frame[frame["kernel"] == name]
-        # Positions, not labels: a table whose index repeats must not select several rows.
-        pos = 0
-        total: Optional[float] = None
-        if "duration_ns" in sub.columns:
-            d = pd.to_numeric(sub["duration_ns"], errors="coerce").reset_index(drop=True)
-            known = d.dropna().sort_values(kind="stable")
-            if len(known):
-                pos = int(known.index[len(known) // 2])
-                total = float(known.sum())
-        label = sub.index[pos]
-        row = sub.iloc[pos]
-        metrics: dict[str, float] = {}
-        for c in numeric:
-            v = _float(row[c])
-            if v is None:
-                col = sorted(x for x in (_float(x) for x in sub[c]) if x is not None)
-                v = col[(len(col) - 1) // 2] if col else None
-            if v is not None:
-                metrics[c] = v
-        out.append(KernelRow(kernel=name, launch=label, metrics=metrics, launches=len(sub), total_ns=total))
-    return out
-
-
-def _float(v: Any) -> Optional[float]:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(f) else f
-
-
-def messages_for(table: CounterTable, row: KernelRow) -> list[RuleMessage]:
-    """The profiler's rule messages for one kernel: those of its representative launch, deduped."""
-    mine = [m for m in table.rules if m.kernel == row.kernel]
-    if not mine:
-        return []
-    launches = {m.launch for m in mine}
-    pick = row.launch if row.launch in launches else min(launches)
-    seen: set[tuple[str, str, str]] = set()
-    out = []
-    for m in mine:
-        key = (m.rule, m.type, m.message[:80])
-        if m.launch == pick and key not in seen:
-            seen.add(key)
-            out.append(m)
-    return out
+    rows = kernel_rows(table) if table is not None else []
+    if roofline is None and rows:
+        main = max(rows, key=lambda r: r.total_ns or 0.0)
+        roofline = roofline_mod.from_counters(main.metrics, ceilings, precision)
+    dx = Diagnosis(table=table, spec=spec, ceilings=ceilings, roofline=roofline, rows=rows, precision=precision)
+    if table is not None:
+        dx.findings = _ranked(contexts(table, spec, ceilings, roofline=roofline, knobs=knobs, precision=precision,
+                                       rows=rows), rules, min_share)
+        dx.unmatched = _unmatched(table, rows, dx.findings)
+    return dx
 
 
 def contexts(
@@ -161,14 +140,16 @@ def contexts(
     roofline: Optional[Roofline] = None,
     knobs: Optional[Knobs] = None,
     precision: str = "bf16",
+    rows: Optional[Sequence[KernelRow]] = None,
 ) -> list[RuleContext]:
     """A ``RuleContext`` per kernel in ``table``.
 
     A measured ``roofline`` (from the target's own flops()/bytes_moved() and timing) describes the
     whole ``kernel(...)`` call: it is given to the kernel with the largest share of the time;
-    every other kernel is placed from its counters.
+    every other kernel is placed from its counters. ``rows`` is ``kernel_rows(table)`` when the
+    caller already has it.
     """
-    rows = kernel_rows(table)
+    rows = list(rows) if rows is not None else kernel_rows(table)
     totals = [r.total_ns for r in rows]
     known = sum(t for t in totals if t)
     main = max(rows, key=lambda r: r.total_ns or 0.0).kernel if rows else ""
@@ -222,9 +203,14 @@ def diagnose(
     rule and kernel. Kernels below ``min_share`` of the profiled time (when durations are known)
     are skipped: no fix to them can matter.
     """
+    return _ranked(contexts(table, spec, ceilings, roofline=roofline, knobs=knobs, precision=precision),
+                   rules, min_share)
+
+
+def _ranked(ctxs: Sequence[RuleContext], rules: Optional[Sequence[Rule]], min_share: float) -> list[Finding]:
     ranked: list[tuple[tuple, Finding]] = []
     seen: set[tuple[str, str]] = set()
-    for ctx in contexts(table, spec, ceilings, roofline=roofline, knobs=knobs, precision=precision):
+    for ctx in ctxs:
         if ctx.time_share < min_share:
             continue
         for f in run_rules(ctx, rules):
@@ -238,10 +224,19 @@ def diagnose(
     return [f for _, f in ranked]
 
 
+
 def unmatched_messages(table: CounterTable, findings: Sequence[Finding]) -> list[RuleMessage]:
     """Profiler rule messages (one launch per kernel) that no finding quoted as support."""
+    return _unmatched(table, kernel_rows(table), findings)
+
+
+def _unmatched(table: CounterTable, rows: Sequence[KernelRow], findings: Sequence[Finding]) -> list[RuleMessage]:
     used = {s for f in findings for s in f.supporting}
-    out = []
-    for r in kernel_rows(table):
+    out: list[RuleMessage] = []
+    for r in rows:
         out += [m for m in messages_for(table, r) if message_text(m) not in used]
     return out
+
+
+__all__ = ["Diagnosis", "KernelRow", "REPORTED_METRICS", "RuleContext", "analyze", "collection_metrics", "contexts", "diagnose", "kernel_rows",
+           "messages_for", "run_rules", "unmatched_messages"]

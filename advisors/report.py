@@ -21,6 +21,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 from hwspecs.spec import Ceilings, DeviceSpec
 from profd.model import CounterTable, Finding, Measurement, Roofline, RuleMessage, Severity, Status
 
+from advisors.diagnosis import Diagnosis
 from advisors.rules._base import message_text
 
 SECTION_TITLES = (
@@ -175,6 +176,7 @@ def render_markdown(
     tuning: Any = None,
     device_note: str = "",
     max_findings: int = 12,
+    diagnosis: Optional[Diagnosis] = None,
 ) -> str:
     """The per-save report as markdown, sections in the order DESIGN.md gives.
 
@@ -183,8 +185,30 @@ def render_markdown(
     the profiler's own durations. ``history`` holds earlier measurements of the same target,
     oldest first (the last one is "last run"); it may be empty. ``tuning`` is what the advisor
     tried: a list of ``CandidateVerdict`` (or dicts), or a dict with ``verdicts`` and optional
-    ``candidates``; ``None`` leaves a placeholder.
+    ``candidates``; ``None`` leaves a placeholder. ``diagnosis`` (from ``advisors.diagnosis.analyze``)
+    supplies the findings, table, roofline, device and per-kernel rows in one value; without it
+    the separate arguments are used and the rows are derived once here.
     """
+    if diagnosis is not None:
+        return render_diagnosis(diagnosis, target=target, measurement=measurement, history=history, tuning=tuning,
+                                device_note=device_note, max_findings=max_findings)
+    dx = Diagnosis.of(table, findings, roofline=roofline, spec=spec, ceilings=ceilings)
+    return render_diagnosis(dx, target=target, measurement=measurement, history=history, tuning=tuning,
+                            device_note=device_note, max_findings=max_findings)
+
+
+def render_diagnosis(
+    dx: Diagnosis,
+    *,
+    target: str = "",
+    measurement: Optional[HistoryItem] = None,
+    history: Sequence[HistoryItem] = (),
+    tuning: Any = None,
+    device_note: str = "",
+    max_findings: int = 12,
+) -> str:
+    """The per-save report of one ``Diagnosis`` as markdown (see ``render_markdown``)."""
+    table, spec, ceilings, roofline, findings = dx.table, dx.spec, dx.ceilings, dx.roofline, dx.findings
     out: list[str] = []
     title = f"# profd report: {target}" if target else "# profd report"
     out.append(title)
@@ -192,10 +216,10 @@ def render_markdown(
     out.append(_device_line(spec, ceilings, table, device_note))
     out.append("")
     out += _section_correctness(measurement)
-    out += _section_speed(measurement, history, table, spec)
-    out += _section_roofline(roofline, ceilings, table)
-    out += _section_findings(findings, max_findings, table)
-    out += _section_profiler(table, findings)
+    out += _section_speed(measurement, history, dx)
+    out += _section_roofline(roofline, ceilings, dx)
+    out += _section_findings(findings, max_findings, dx)
+    out += _section_profiler(dx)
     out += _section_tuning(tuning)
     return "\n".join(out).rstrip() + "\n"
 
@@ -271,8 +295,8 @@ def _sci(v: Any) -> str:
     return "0" if f == 0 else f"{f:.2e}"
 
 
-def _section_speed(measurement: Optional[HistoryItem], history: Sequence[HistoryItem],
-                   table: Optional[CounterTable], spec: Optional[DeviceSpec] = None) -> list[str]:
+def _section_speed(measurement: Optional[HistoryItem], history: Sequence[HistoryItem], dx: Diagnosis) -> list[str]:
+    table, spec = dx.table, dx.spec
     out = [f"## {SECTION_TITLES[1]}", ""]
     timing = _get(measurement, "timing") if measurement is not None else None
     if timing is not None:
@@ -313,8 +337,8 @@ def _section_speed(measurement: Optional[HistoryItem], history: Sequence[History
             why = "profilers serialize launches and add overhead, so treat them as relative, not absolute"
         out.append(f"No timed run: these are the profiler's own durations ({why}).")
     if table is not None and len(table.frame):
-        out += [""] + _kernel_times(table)
-        clock = _main_metric(table, "sm_clock_hz")
+        out += [""] + _kernel_times(dx)
+        clock = dx.main_metric("sm_clock_hz")
         if clock and spec is not None and spec.boost_clock_mhz and clock < 0.9 * spec.boost_clock_mhz * 1e6:
             out += ["", f"The profiler ran the SMs at {clock / 1e9:.2f} GHz against a {spec.boost_clock_mhz / 1e3:.2f} GHz "
                         f"boost clock: a compute-bound kernel runs up to "
@@ -322,15 +346,6 @@ def _section_speed(measurement: Optional[HistoryItem], history: Sequence[History
                         f"changes."]
     out.append("")
     return out
-
-
-def _main_metric(table: CounterTable, name: str) -> Optional[float]:
-    from advisors.diagnosis import kernel_rows
-
-    rows = kernel_rows(table)
-    if not rows:
-        return None
-    return max(rows, key=lambda r: r.total_ns or 0.0).metrics.get(name)
 
 
 def _comparisons(measurement: HistoryItem, history: Sequence[HistoryItem]) -> list[str]:
@@ -367,10 +382,8 @@ def _compare(now: Optional[float], then: Optional[float], noise_pct: float) -> s
     return f"{fmt_ms(now)} vs {fmt_ms(then)}: {change:+.1f}%, {verdict}"
 
 
-def _kernel_times(table: CounterTable) -> list[str]:
-    from advisors.diagnosis import kernel_rows
-
-    rows = kernel_rows(table)
+def _kernel_times(dx: Diagnosis) -> list[str]:
+    rows = dx.rows
     known = sum(r.total_ns for r in rows if r.total_ns) or 0.0
     out = ["| kernel | launches | duration per launch | share of profiled time | SM clock while profiled |",
            "| --- | --- | --- | --- | --- |"]
@@ -390,8 +403,7 @@ def _short(name: str, n: int = 60) -> str:
     return name if len(name) <= n else name[: n - 1] + "…"
 
 
-def _section_roofline(roof: Optional[Roofline], ceilings: Optional[Ceilings],
-                      table: Optional[CounterTable]) -> list[str]:
+def _section_roofline(roof: Optional[Roofline], ceilings: Optional[Ceilings], dx: Diagnosis) -> list[str]:
     out = [f"## {SECTION_TITLES[2]}", ""]
     if roof is None:
         out += ["Not placed: no time or traffic figures for this kernel.", ""]
@@ -420,7 +432,7 @@ def _section_roofline(roof: Optional[Roofline], ceilings: Optional[Ceilings],
     out += ["| quantity | value | meaning |", "| --- | --- | --- |"]
     out += [f"| {a} | {b} | {c} |" for a, b, c in rows]
     out.append("")
-    sol = _sol_rows(table)
+    sol = _sol_rows(dx)
     if sol:
         out.append("Speed of light (each unit's throughput as a percent of its own peak, from the profiler):")
         out.append("")
@@ -448,28 +460,15 @@ _SOL_UNITS = (("sm_throughput_pct", "compute (busiest SM pipe)"), ("memory_throu
               ("mfma_util_pct", "matrix cores (MFMA)"), ("valu_util_pct", "vector ALU (VALU)"))
 
 
-def _sol_rows(table: Optional[CounterTable]) -> list[str]:
-    if table is None or not len(table.frame):
+def _sol_rows(dx: Diagnosis) -> list[str]:
+    main = dx.main_row()
+    if main is None:
         return []
-    from advisors.diagnosis import kernel_rows
-
-    rows = kernel_rows(table)
-    main = max(rows, key=lambda r: r.total_ns or 0.0)
     return [f"| {words} | {main.metrics[m]:.1f}% |" for m, words in _SOL_UNITS if m in main.metrics]
 
 
-def _time_shares(table: Optional[CounterTable]) -> dict[str, float]:
-    """Percent of the profiled time per kernel (empty when the capture has no durations)."""
-    if table is None or not len(table.frame):
-        return {}
-    from advisors.diagnosis import kernel_rows
-
-    rows = kernel_rows(table)
-    total = sum(r.total_ns for r in rows if r.total_ns)
-    return {r.kernel: 100.0 * r.total_ns / total for r in rows if r.total_ns and total}
-
-
-def _section_findings(findings: Sequence[Finding], limit: int, table: Optional[CounterTable] = None) -> list[str]:
+def _section_findings(findings: Sequence[Finding], limit: int, dx: Diagnosis) -> list[str]:
+    table = dx.table
     out = [f"## {SECTION_TITLES[3]}", ""]
     if not findings:
         if table is None:
@@ -480,7 +479,7 @@ def _section_findings(findings: Sequence[Finding], limit: int, table: Optional[C
                     "capture has (see the profiler's own analysis below).", ""]
         return out
     kernels = list(dict.fromkeys(f.kernel for f in findings))
-    shares = _time_shares(table) if len(kernels) > 1 else {}
+    shares = dx.time_shares_pct() if len(kernels) > 1 else {}
     out.append("Ranked by estimated gain (the share of the kernel's time the fix could save; estimates, not "
                "promises, and overlapping: fixes for the top findings often shrink the others).")
     out.append("")
@@ -535,7 +534,8 @@ def _rule_name(supporting: str) -> str:
     return m.group(1) if m else supporting[:30]
 
 
-def _section_profiler(table: Optional[CounterTable], findings: Sequence[Finding]) -> list[str]:
+def _section_profiler(dx: Diagnosis) -> list[str]:
+    table, findings = dx.table, dx.findings
     out = [f"## {SECTION_TITLES[4]}", ""]
     if table is None:
         out += ["No profiler capture for this run.", ""]
@@ -545,8 +545,6 @@ def _section_profiler(table: Optional[CounterTable], findings: Sequence[Finding]
             "the capture holds no rule messages"
         out += [f"None: {who}; the findings above come from profd's rules on the counters.", ""]
         return out
-    from advisors.diagnosis import unmatched_messages
-
     supported = [(f, s) for f in findings for s in f.supporting]
     if supported:
         out.append("Supporting the findings above:")
@@ -558,7 +556,7 @@ def _section_profiler(table: Optional[CounterTable], findings: Sequence[Finding]
             shown.add(s)
             out.append(f"- *{f.title}*: {s}")
         out.append("")
-    rest = unmatched_messages(table, findings)
+    rest = dx.unmatched
     actionable = [m for m in rest if m.type.upper() not in ("INF", "INFO")]
     info = [m for m in rest if m.type.upper() in ("INF", "INFO")]
     if actionable:

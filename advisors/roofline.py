@@ -171,7 +171,7 @@ def _classify_from_sol(roof: Roofline, row: Mapping[str, Any]) -> None:
 
 def main_roofline(table: CounterTable, ceilings: Optional[Ceilings], precision: str = "bf16") -> Optional[Roofline]:
     """The roofline placement of the kernel with the largest share of the profiled time."""
-    from advisors.diagnosis import kernel_rows  # diagnosis imports this module
+    from advisors.context import kernel_rows
 
     rows = kernel_rows(table)
     if not rows:

@@ -1,46 +1,148 @@
-"""Collectors: one module per profiler, each turning raw profiler output into a CounterTable.
+"""Collectors: one module per profiler, each declaring itself in a module-level ``COLLECTOR``.
 
-``load_capture(path)`` is the entry point for a capture a user already has (``profd explain``):
-it sniffs the file and hands it to the right parser. The profiler runners live in the
-modules themselves (``collectors.ncu.run``, ``collectors.rocprof.run``).
+A collector either *wraps* the harness child (ncu, rocprof: the profiler starts the child and
+records its kernels) or *observes* around it (nvml: device state sampled before and after).
+Every public module of this package that defines ``COLLECTOR = Collector(...)`` is registered;
+adding a profiler means adding one file. ``load_capture`` (``profd explain``), the counter step
+(``profd.flow.capture``) and ``profd doctor`` iterate the registry; none of them names a
+profiler.
 
-The submodules are imported lazily so that ``import collectors`` stays cheap and so that the
-small process helper below can be shared by both runners without an import cycle.
+The submodules load on first use of the registry, so ``import collectors`` stays cheap.
 """
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-from dataclasses import dataclass
+import importlib
+import pkgutil
+from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional, Sequence
 
 from collectors.errors import CaptureError
+from collectors.tool import ToolResult, run_tool
 
-__all__ = ["CaptureError", "load_capture", "SUPPORTED_FORMATS", "ToolResult", "run_tool"]
+__all__ = ["CaptureError", "Collector", "RunRequest", "ToolResult", "all_collectors", "for_backend", "get",
+           "load_capture", "observers", "run_tool", "supported_formats", "wrappers"]
 
-SUPPORTED_FORMATS = (
-    "Nsight Compute CSV: `ncu --csv --page raw` or `--page details` (live output or `ncu --import r.ncu-rep --csv ...`)",
-    "Nsight Compute report: `.ncu-rep` (needs ncu installed to export it)",
-    "rocprof v1: kernel trace `results.csv`, counter CSV from `rocprof -i input.txt`, `results.stats.csv`",
-    "rocprofv2 / Omniperf / rocprof-compute: wide per-dispatch CSV (`pmc_perf.csv`, `SQ_*.csv`, `timestamps.csv`)",
-    "rocprofv3: `*_kernel_trace.csv`, `*_counter_collection.csv`, `*_kernel_stats.csv`, or its output directory",
-)
+WRAPS = "wraps"  # runs the harness child under the profiler
+OBSERVES = "observes"  # samples the device around the child
 
 
-def load_capture(path: Path, **kw: Any) -> "Any":
+@dataclass
+class RunRequest:
+    """What the counter step asks of a wrapping collector: profile this child command."""
+
+    python: str
+    child_args: list[str]
+    out_dir: Path  # where the profiler's own files go (a report, CSVs)
+    timeout_s: float = 600.0
+    env: Optional[dict[str, str]] = None
+    cwd: Optional[Path] = None
+    nvtx_range: str = "profd_kernel"  # the range around kernel(...) (NVIDIA only)
+    full_set: bool = False  # every counter the profiler has, not the curated list
+    metrics: Sequence[str] = ()  # canonical metrics wanted (the rules' requirements); empty: the default list
+
+
+@dataclass(frozen=True)
+class Collector:
+    """A profiler's self-description: what it is, what it reads, how to run it.
+
+    ``reads(path, head)`` says whether a capture is this profiler's (``head`` is the file's first
+    64 KiB as text, or None for a directory or a binary file); ``load(path, **kw)`` parses it.
+    ``run(RunRequest)`` profiles the child (wrapping collectors); ``find()`` returns the
+    executable or None; ``counters_for(metrics)`` the profiler's own counter names that yield
+    those canonical metrics. ``snapshot``/``assess`` are an observer's before/after probes.
+    """
+
+    name: str
+    role: str  # WRAPS or OBSERVES
+    summary: str
+    backends: tuple[str, ...] = ()  # harness backends it profiles: "cuda", "hip"
+    formats: tuple[str, ...] = ()  # capture formats it reads, one line each (for error messages)
+    install: str = ""  # one sentence: how to get it
+    find: Optional[Callable[[], Optional[str]]] = None
+    reads: Optional[Callable[[Path, Optional[str]], bool]] = None
+    load: Optional[Callable[..., Any]] = None
+    run: Optional[Callable[[RunRequest], Any]] = None
+    counters_for: Optional[Callable[[Sequence[str]], list[str]]] = None
+    measures: frozenset[str] = field(default_factory=frozenset)  # canonical metrics it can produce
+    unavailable: frozenset[str] = field(default_factory=frozenset)  # canonical metrics it cannot measure
+    snapshot: Optional[Callable[..., Any]] = None
+    assess: Optional[Callable[..., list[str]]] = None
+    order: int = 50  # detection order in load_capture: lower asks first
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-able: what ``profd doctor --json`` and the docs show."""
+        return {"name": self.name, "role": self.role, "summary": self.summary, "backends": list(self.backends),
+                "formats": list(self.formats), "install": self.install}
+
+
+@lru_cache(maxsize=1)
+def _discover() -> tuple[Collector, ...]:
+    found: list[Collector] = []
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
+        if info.name.startswith("_"):
+            continue
+        mod = importlib.import_module(f"{__name__}.{info.name}")
+        c = getattr(mod, "COLLECTOR", None)
+        if c is None:
+            continue  # a helper module (errors, tool)
+        if not isinstance(c, Collector):
+            raise TypeError(f"collectors.{info.name}.COLLECTOR must be a collectors.Collector")
+        found.append(c)
+    names = [c.name for c in found]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"two collectors share the name(s) {dupes}")
+    return tuple(sorted(found, key=lambda c: (c.order, c.name)))
+
+
+def all_collectors() -> list[Collector]:
+    """Every registered collector, in detection order."""
+    return list(_discover())
+
+
+def get(name: str) -> Optional[Collector]:
+    """The collector called ``name``, or None."""
+    return next((c for c in _discover() if c.name == name), None)
+
+
+def wrappers() -> list[Collector]:
+    """Collectors that run the child under a profiler (ncu, rocprof)."""
+    return [c for c in _discover() if c.role == WRAPS]
+
+
+def observers() -> list[Collector]:
+    """Collectors that sample the device around the child (nvml)."""
+    return [c for c in _discover() if c.role == OBSERVES]
+
+
+def for_backend(backend: str) -> Optional[Collector]:
+    """The wrapping collector for a harness backend ("cuda", "hip"), or None."""
+    return next((c for c in wrappers() if backend in c.backends and c.run is not None), None)
+
+
+def supported_formats() -> list[str]:
+    """Every capture format some collector reads."""
+    return [f for c in _discover() for f in c.formats]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "SUPPORTED_FORMATS":  # the old constant, now read from the registry
+        return tuple(supported_formats())
+    raise AttributeError(name)
+
+
+def load_capture(path: Path, **kw: Any) -> Any:
     """Parse a profiler capture a user brings and return a ``CounterTable``.
 
-    ``path`` may be an ncu CSV (raw or details page), a ``.ncu-rep`` report, any rocprof /
-    rocprofv2 / rocprofv3 / rocprof-compute CSV, or a rocprofv3 output directory. Keyword
-    arguments go to the AMD parser (``sysinfo``, ``sm_count``, ``max_waves_per_cu``,
-    ``num_xcd``) and are ignored for NVIDIA captures. Raises ``CaptureError`` for anything
+    ``path`` may be any file or directory a registered collector reads (an ncu CSV or
+    ``.ncu-rep``, a rocprof / rocprofv3 / rocprof-compute CSV or output directory, ...). Keyword
+    arguments go to the collector's parser (the AMD one takes ``sysinfo``, ``sm_count``,
+    ``max_waves_per_cu``, ``num_xcd``; others ignore them). Raises ``CaptureError`` for anything
     else, listing the formats that are supported.
     """
-    from collectors import ncu, rocprof
-
     path = Path(path)
     if not path.exists():
         raise CaptureError(
@@ -48,18 +150,19 @@ def load_capture(path: Path, **kw: Any) -> "Any":
             f"(an ncu CSV or .ncu-rep, or a rocprof CSV) or of a rocprofv3 output directory.",
             kind="malformed", path=str(path),
         )
-    if path.is_dir():
-        return rocprof.parse_dir(path, **kw)
-    if path.suffix == ".ncu-rep":
-        return ncu.import_report(path)
-    head = _read_head(path)
-    if ncu.looks_like_ncu(head):
-        table = ncu.parse_csv(path.read_text(encoding="utf-8", errors="replace"), source_path=str(path))
-        table.artifact = str(path)
-        return table
-    if rocprof.sniff(path) is not None:
-        return rocprof.parse(path, **kw)
-    formats = "; ".join(SUPPORTED_FORMATS)
+    head = None if path.is_dir() else _read_head(path)
+    for c in _discover():
+        if c.reads is not None and c.load is not None and c.reads(path, head):
+            return c.load(path, **kw)
+    if head is None and not path.is_dir():
+        # Binary: SQLite (rocpd), a .ncu-rep renamed, an archive... nothing we parse as text.
+        raise CaptureError(
+            f"{path} is a binary file, not a CSV. A `.ncu-rep` report must keep its suffix (profd "
+            f"exports it with ncu); a rocprofv3 SQLite database (`*_results.db`) must first be "
+            f"converted with `rocpd convert -i {path.name} -f csv`.",
+            kind="unsupported", path=str(path),
+        )
+    formats = "; ".join(supported_formats())
     raise CaptureError(
         f"{path} is not a profiler output profd can read: its first line does not match any known "
         f"header. Supported formats are: {formats}. If this is an ncu capture, re-export it with "
@@ -69,67 +172,11 @@ def load_capture(path: Path, **kw: Any) -> "Any":
     )
 
 
-def _read_head(path: Path, limit: int = 65536) -> str:
+def _read_head(path: Path, limit: int = 65536) -> Optional[str]:
+    """The start of a file as text; None for a binary file."""
     with open(path, "rb") as fh:
         data = fh.read(limit)
     if b"\x00" in data[:4096]:
-        # Binary: SQLite (rocpd), a .ncu-rep renamed, an archive... nothing we parse as text.
-        raise CaptureError(
-            f"{path} is a binary file, not a CSV. A `.ncu-rep` report must keep its suffix (profd "
-            f"exports it with ncu); a rocprofv3 SQLite database (`*_results.db`) must first be "
-            f"converted with `rocpd convert -i {path.name} -f csv`.",
-            kind="unsupported", path=str(path),
-        )
+        return None
     return data.decode("utf-8", errors="replace")
 
-
-# --------------------------------------------------------------------------- running tools
-
-
-@dataclass
-class ToolResult:
-    """What a profiler process left behind."""
-
-    returncode: int
-    stdout: str
-    stderr: str
-    timed_out: bool = False
-
-    @property
-    def text(self) -> str:
-        return self.stdout + "\n" + self.stderr
-
-    def tail(self, n: int = 1500) -> str:
-        """The end of the combined output, for error messages."""
-        return " ".join(self.text.strip().split())[-n:]
-
-
-def run_tool(cmd: list[str], *, timeout_s: float, env: Optional[dict[str, str]] = None,
-             cwd: Optional[Path] = None) -> ToolResult:
-    """Run a profiler command in its own process group and wait at most ``timeout_s``.
-
-    The profiler starts the user's program (and it may start more processes), so on timeout
-    the whole group is killed: killing only ncu would leave the child holding the GPU.
-    """
-    full_env = dict(os.environ)
-    if env:
-        full_env.update(env)
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
-        env=full_env, cwd=str(cwd) if cwd else None, start_new_session=True,
-    )
-    try:
-        out, err = proc.communicate(timeout=timeout_s)
-        return ToolResult(proc.returncode, out or "", err or "")
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        try:
-            out, err = proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:  # a grandchild left its own session holding the pipes
-            proc.kill()
-            out, err = "", ""
-        return ToolResult(proc.returncode if proc.returncode is not None else -9,
-                          out or "", err or "", timed_out=True)

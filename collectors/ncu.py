@@ -22,11 +22,12 @@ import os
 import re
 import shutil
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Optional, Sequence
 
 import pandas as pd
 
-from collectors import ToolResult, run_tool
+from collectors import WRAPS, Collector
+from collectors.tool import ToolResult, run_tool
 from collectors.errors import CaptureError
 from profd import metrics as M
 from profd.model import CounterTable, RuleMessage
@@ -760,3 +761,81 @@ def import_report(path: Path, *, ncu: Optional[str] = None) -> CounterTable:
     table = _with_details(exe, path, _import(exe, path, "raw"))
     table.artifact = str(path)
     return table
+
+
+# --------------------------------------------------------------------------- registration
+
+#: Canonical metrics computed from several raw counters (``canonical``), and those counters.
+_DERIVED_FROM: dict[str, tuple[str, ...]] = {
+    "dram_bytes": ("dram__bytes_read.sum", "dram__bytes_write.sum"),
+    "global_ld_sectors_per_request": ("l1tex__t_sectors_pipe_lsu_mem_global_op_ld.sum",
+                                      "l1tex__t_requests_pipe_lsu_mem_global_op_ld.sum"),
+    "global_st_sectors_per_request": ("l1tex__t_sectors_pipe_lsu_mem_global_op_st.sum",
+                                      "l1tex__t_requests_pipe_lsu_mem_global_op_st.sum"),
+    "local_spill_requests": ("l1tex__t_requests_pipe_lsu_mem_local_op_ld.sum",
+                             "l1tex__t_requests_pipe_lsu_mem_local_op_st.sum"),
+    "smem_bank_conflict_pct": ("l1tex__data_bank_conflicts_pipe_lsu_mem_shared_op_ld.sum",
+                               "l1tex__data_bank_conflicts_pipe_lsu_mem_shared_op_st.sum",
+                               "l1tex__data_pipe_lsu_wavefronts_mem_shared_op_ld.sum",
+                               "l1tex__data_pipe_lsu_wavefronts_mem_shared_op_st.sum"),
+    "shared_mem_per_block_bytes": ("launch__shared_mem_per_block_static", "launch__shared_mem_per_block_dynamic",
+                                   "launch__shared_mem_per_block_driver"),
+    # Architecture-specific names (Blackwell renamed them): the curated list asks by regex.
+    "tensor_pipe_pct": tuple(m for m in CURATED_METRICS if m.startswith("regex:^sm__pipe_tensor")
+                             or m.startswith("regex:^sm__pipe_(tensor|tc)")),
+}
+_STALLS = tuple(m for m in CURATED_METRICS if "issue_stalled" in m)
+#: Always collected: every report shows time and clocks, whatever the rules ask.
+_ALWAYS = ("gpu__time_duration.sum", "gpc__cycles_elapsed.max", "gpc__cycles_elapsed.avg.per_second")
+
+
+def counters_for(metrics: Sequence[str]) -> list[str]:
+    """The ``--metrics`` list that yields the canonical ``metrics`` (the curated list when empty).
+
+    Always a subset of ``CURATED_METRICS`` in its order, so the list stays one that ncu is known
+    to accept; a canonical metric with no raw source here is left out (see ``UNAVAILABLE``).
+    """
+    if not metrics:
+        return list(CURATED_METRICS)
+    want: set[str] = set(_ALWAYS)
+    for m in metrics:
+        if m.startswith("stall_"):
+            want.update(_STALLS)
+        want.update(_DERIVED_FROM.get(m, ()))
+        want.update(k for k in _SOURCES.get(m, ()) if k in CURATED_METRICS)
+    return [m for m in CURATED_METRICS if m in want]
+
+
+#: Canonical metrics Nsight Compute has no counter for (AMD-only quantities, or only the
+#: target's own flops()/bytes_moved() know them).
+UNAVAILABLE = frozenset({"valu_util_pct", "mfma_util_pct", "flops"})
+
+
+def _reads(path: Path, head: Optional[str]) -> bool:
+    return path.suffix == ".ncu-rep" or (head is not None and looks_like_ncu(head))
+
+
+def _load(path: Path, **_: Any) -> CounterTable:
+    if path.suffix == ".ncu-rep":
+        return import_report(path)
+    table = parse_csv(path.read_text(encoding="utf-8", errors="replace"), source_path=str(path))
+    table.artifact = str(path)
+    return table
+
+
+def _run(req: Any) -> CounterTable:
+    return run(req.python, req.child_args, Path(req.out_dir), full_set=req.full_set, timeout_s=req.timeout_s,
+               env=req.env, cwd=req.cwd, nvtx_range=req.nvtx_range,
+               metrics=counters_for(req.metrics) if req.metrics and not req.full_set else None)
+
+
+COLLECTOR = Collector(
+    name="ncu", role=WRAPS, summary="NVIDIA Nsight Compute: hardware counters and rule messages of kernel(...)",
+    backends=("cuda",),
+    formats=("Nsight Compute CSV: `ncu --csv --page raw` or `--page details` (live output or "
+             "`ncu --import r.ncu-rep --csv ...`)",
+             "Nsight Compute report: `.ncu-rep` (needs ncu installed to export it)"),
+    install="install Nsight Compute (part of the CUDA toolkit) and put ncu on PATH",
+    find=find_ncu, reads=_reads, load=_load, run=_run, counters_for=counters_for, unavailable=UNAVAILABLE, order=10,
+    measures=frozenset(_SOURCES) | frozenset(_DERIVED_FROM),
+)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Iterable, Optional
 
+from collectors import OBSERVES, Collector
 from profd.model import DeviceState
 
 # Clock-event ("throttle") reason bits from nvml.h; the pynvml constant is used when
@@ -230,3 +231,19 @@ def assess(
                         f"{'es' if len(parts) > 1 else ''}: {'; '.join(parts)}; "
                         "timings and counters may be disturbed")
     return warnings
+
+
+def _find() -> Optional[str]:
+    try:
+        import pynvml  # noqa: F401
+    except ImportError:
+        return None
+    return "pynvml"
+
+
+COLLECTOR = Collector(
+    name="nvml", role=OBSERVES, summary="NVIDIA NVML: clocks, temperature, power, throttling and sharing "
+                                        "before and after each measurement",
+    backends=("cuda",), install="pip install nvidia-ml-py (it needs the NVIDIA driver)",
+    find=_find, snapshot=snapshot, assess=assess, order=90,
+)

@@ -24,8 +24,10 @@ from typing import Any, Iterable, Optional
 
 import pandas as pd
 
-from collectors import run_tool
+from collectors import WRAPS, Collector
+from collectors.tool import run_tool
 from collectors.errors import CaptureError
+from profd.metrics import STALL_REASONS
 from profd.model import CounterTable
 
 # --------------------------------------------------------------------------- formats
@@ -714,3 +716,70 @@ def run(python: str, child_args: list[str], outdir: Path, *, counters: Optional[
     if res.returncode != 0:
         table.warnings.append(f"{tool} / the profiled program exited with status {res.returncode}")
     return table
+
+
+# --------------------------------------------------------------------------- registration
+
+#: Canonical metric -> the counters ``derive`` computes it from (trace columns need none).
+_COUNTERS_OF: dict[str, tuple[str, ...]] = {
+    "l2_hit_rate_pct": ("TCC_HIT_sum", "TCC_MISS_sum"),
+    "dram_bytes_read": ("FETCH_SIZE",),
+    "dram_bytes_write": ("WRITE_SIZE",),
+    "dram_bytes": ("FETCH_SIZE", "WRITE_SIZE"),
+    "dram_bandwidth_bytes_per_s": ("FETCH_SIZE", "WRITE_SIZE"),
+    "l1_hit_rate_pct": ("TCP_TOTAL_CACHE_ACCESSES_sum", "TCP_TCC_READ_REQ_sum", "TCP_TCC_WRITE_REQ_sum"),
+    "smem_bank_conflict_pct": ("SQ_LDS_BANK_CONFLICT", "SQ_LDS_IDX_ACTIVE"),
+    "valu_util_pct": ("GRBM_GUI_ACTIVE", "SQ_ACTIVE_INST_VALU"),
+    "mfma_util_pct": ("GRBM_GUI_ACTIVE", "SQ_VALU_MFMA_BUSY_CYCLES"),
+    "achieved_occupancy_pct": ("GRBM_GUI_ACTIVE", "SQ_WAVES", "SQ_WAVE_CYCLES"),
+    "sm_throughput_pct": ("GRBM_GUI_ACTIVE", "SQ_BUSY_CU_CYCLES"),
+}
+#: From the kernel trace (dispatch records), no counter needed.
+_FROM_TRACE = frozenset({"duration_ns", "registers_per_thread", "shared_mem_per_block_bytes", "block_size",
+                         "grid_size", "sm_count"})
+#: Canonical metrics AMD's counters do not give profd (NVIDIA-only concepts or no counter derived yet).
+UNAVAILABLE = frozenset({
+    "sm_clock_hz", "dram_clock_hz", "memory_throughput_pct", "dram_throughput_pct", "l2_throughput_pct",
+    "l1_throughput_pct", "global_ld_bytes_per_sector", "global_st_bytes_per_sector", "global_ld_sectors_per_request",
+    "global_st_sectors_per_request", "local_spill_requests", "smem_bank_conflicts_ld", "smem_bank_conflicts_st",
+    "smem_wavefronts_ld", "smem_wavefronts_st", "theoretical_occupancy_pct", "occupancy_limit_registers",
+    "occupancy_limit_shared_mem", "occupancy_limit_warps", "occupancy_limit_blocks", "waves_per_sm",
+    "warp_cycles_per_issue", "ipc", "issue_active_pct", "tensor_pipe_pct", "fma_pipe_pct",
+}) | frozenset(f"stall_{r}" for r in STALL_REASONS)
+
+
+def counters_for(metrics: Iterable[str]) -> list[str]:
+    """The counters (``--pmc``) that yield the canonical ``metrics``: a subset of ``DEFAULT_COUNTERS``."""
+    metrics = list(metrics)
+    if not metrics:
+        return list(DEFAULT_COUNTERS)
+    want = {c for m in metrics for c in _COUNTERS_OF.get(m, ())}
+    return [c for c in DEFAULT_COUNTERS if c in want] or list(DEFAULT_COUNTERS)
+
+
+def _reads(path: Path, head: Optional[str]) -> bool:
+    return path.is_dir() or (head is not None and sniff(path) is not None)
+
+
+def _load(path: Path, **kw: Any) -> CounterTable:
+    return parse_dir(path, **kw) if path.is_dir() else parse(path, **kw)
+
+
+def _run(req: Any) -> CounterTable:
+    return run(req.python, req.child_args, Path(req.out_dir), timeout_s=req.timeout_s, env=req.env, cwd=req.cwd,
+               counters=counters_for(req.metrics) if req.metrics and not req.full_set else None)
+
+
+COLLECTOR = Collector(
+    name="rocprof", role=WRAPS, summary="AMD rocprofv3 / rocprof: kernel trace and hardware counters",
+    backends=("hip",),
+    formats=("rocprof v1: kernel trace `results.csv`, counter CSV from `rocprof -i input.txt`, `results.stats.csv`",
+             "rocprofv2 / Omniperf / rocprof-compute: wide per-dispatch CSV (`pmc_perf.csv`, `SQ_*.csv`, "
+             "`timestamps.csv`)",
+             "rocprofv3: `*_kernel_trace.csv`, `*_counter_collection.csv`, `*_kernel_stats.csv`, or its output "
+             "directory"),
+    install="install ROCm's rocprofiler-sdk (rocprofv3) and put it on PATH",
+    find=find_rocprof, reads=_reads, load=_load, run=_run, counters_for=counters_for, unavailable=UNAVAILABLE,
+    measures=frozenset(_COUNTERS_OF) | _FROM_TRACE | {"flops"},
+    order=20,
+)

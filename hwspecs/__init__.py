@@ -3,14 +3,14 @@
 ``hwspecs`` depends only on ``profd.model`` (and ``profd.paths`` for the default
 cache location); collectors, advisors and the daemon use it, never the reverse.
 
-The package attributes ``hwspecs.ceilings`` and ``hwspecs.detect`` are the functions,
-which shadow the submodules of the same name: import anything else from those
-modules with ``from hwspecs.ceilings import read_cached`` (which always works), not
-``import hwspecs.ceilings as m``.
+``resolve(name, hint)`` is what profd's flows call: the spec, the ceilings and a note, with one
+error policy. ``hwspecs.ceilings`` is the module; the function is ``ceilings_for``.
+``hwspecs.detect`` is the function (it shadows its module): import anything else from that module
+with ``from hwspecs.detect import ...``.
 """
 
 from hwspecs.ceilings import (
-    ceilings,
+    ceilings_for,
     datasheet_ceilings,
     is_measured,
     measure_ceilings,
@@ -21,6 +21,7 @@ from hwspecs.db import SpecError, all_specs, get, keys, load_file, lookup, match
 from hwspecs.summary import describe, specs_json
 from hwspecs.detect import DetectedDevice, detect
 from hwspecs.spec import Ceilings, DeviceSpec
+from hwspecs.resolve import resolve
 
 __all__ = [
     "Ceilings",
@@ -28,7 +29,7 @@ __all__ = [
     "DeviceSpec",
     "SpecError",
     "all_specs",
-    "ceilings",
+    "ceilings_for",
     "datasheet_ceilings",
     "describe",
     "detect",
@@ -40,6 +41,7 @@ __all__ = [
     "match",
     "measure_ceilings",
     "read_cached",
+    "resolve",
     "ridge_point",
     "specs_json",
 ]

@@ -3,7 +3,7 @@
 Measuring runs ``hwspecs/_bench.py`` in a child process on the GPU: a device-to-device
 copy (bytes read + written per second) and large matmuls on random data, median of
 several runs each. The result is cached as JSON per database entry, so a daemon
-restart does not repeat it; ``ceilings()`` reads that cache and otherwise falls back
+restart does not repeat it; ``ceilings_for()`` reads that cache and otherwise falls back
 to the datasheet figures.
 """
 
@@ -206,7 +206,7 @@ def is_measured(ceilings: Ceilings, precision: str) -> bool:
     return ceilings.source == "measured" and f"{precision}_median_ms" in ceilings.details
 
 
-def ceilings(
+def ceilings_for(
     spec: DeviceSpec,
     cache_dir: Optional[Path] = None,
     measure: bool = False,
@@ -232,3 +232,7 @@ def ceilings(
             fallback.notes.append(f"measurement failed, datasheet used: {exc}")
             return fallback
     return datasheet_ceilings(spec)
+
+
+#: The old name, still imported by profd/cli.py; remove once that caller says ceilings_for.
+ceilings = ceilings_for

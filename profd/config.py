@@ -90,6 +90,7 @@ class Config:
     llm: dict[str, Any] = field(default_factory=dict)
     mail: dict[str, Any] = field(default_factory=dict)
     executor: dict[str, Any] = field(default_factory=dict)
+    advisor_tables: dict[str, dict[str, Any]] = field(default_factory=dict)  # other advisors' tables, by section
     source: str = ""  # where it was read from
 
     def to_dict(self) -> dict[str, Any]:
@@ -143,7 +144,12 @@ def load(path: Optional[Path] = None, env: Optional[dict[str, str]] = None) -> C
                     f"remove it and put the value in an environment variable (name it with e.g. "
                     f"'{'api_key_env' if name == 'llm' else 'password_env'}'), or a 0600 file ('password_file').")
             setattr(cfg, name, table)
-        unknown = set(data) - {"watch", "run", "nightly", "llm", "mail", "executor"}
+        from advisors.rewriters import config_sections  # each advisor declares the table it reads
+
+        for name in set(config_sections()) - {"llm"}:
+            if name in data:
+                cfg.advisor_tables[name] = dict(data[name])
+        unknown = set(data) - {"watch", "run", "nightly", "llm", "mail", "executor", *config_sections()}
         if unknown:
             raise ConfigError(f"{path}: unknown section(s) {', '.join(sorted(unknown))}.")
     for key, raw in env.items():

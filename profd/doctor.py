@@ -36,7 +36,7 @@ def check_state_dir() -> Check:
     try:
         d = state_dir()
         with Store() as s:
-            s.db.execute("SELECT COUNT(*) FROM runs").fetchone()
+            s.count_runs()
         loose = [p.name for p in [d, d / "profd.db"] if p.exists() and stat.S_IMODE(p.stat().st_mode) & 0o077]
         if loose:
             return Check("state", False, f"{d}: {', '.join(loose)} readable by others",
@@ -50,7 +50,7 @@ def check_state_dir() -> Check:
 
 
 def check_gpu() -> Check:
-    from profd.service.daemon import gpu_summary
+    from profd.gpu import gpu_summary
 
     has, line = gpu_summary()
     if not has:
@@ -67,20 +67,26 @@ def check_gpu() -> Check:
 
 
 def check_profiler(has_gpu: bool) -> Check:
-    from collectors import ncu
-
-    exe = ncu.find_ncu()
-    if exe is None and shutil.which("rocprofv3") is None:
-        return Check("profiler", False, "neither ncu nor rocprofv3 found", "install Nsight Compute (part of the CUDA "
-                     "toolkit) or ROCm's rocprofv3 and put it on PATH; timing and verification work without it")
-    if not has_gpu:
-        return Check("profiler", True, f"found {exe or 'rocprofv3'}; counters not tried (no GPU)", skipped=True)
+    """Is some registered profiler (``collectors``' wrapping collectors) installed, and can it read counters?"""
+    import collectors
     from collectors.errors import CaptureError
-    from profd.flow.capture import collect
 
+    wrappers = collectors.wrappers()
+    found = [(c, exe) for c in wrappers for exe in [c.find() if c.find else None] if exe]
+    if not found:
+        names = " nor ".join(c.name for c in wrappers) or "no profiler"
+        fixes = "; or ".join(c.install for c in wrappers if c.install)
+        return Check("profiler", False, f"neither {names} found" if len(wrappers) > 1 else f"{names} not found",
+                     f"{fixes}; timing and verification work without it")
+    listed = ", ".join(f"{c.name} ({exe})" for c, exe in found)
+    if not has_gpu:
+        return Check("profiler", True, f"found {listed}; counters not tried (no GPU)", skipped=True)
+    from profd.flow.capture import capture_counters
+
+    collector, exe = found[0]
     probe = Path(__file__).resolve().parents[1] / "examples" / "kernels" / "vector_add.py"
     try:
-        table, secs = collect(probe, backend="cuda", timeout_s=300)
+        table, secs = capture_counters(probe, backend=collector.backends[0], timeout_s=300)
         return Check("profiler", True, f"{exe}: read {len(table.frame.columns) - 1} counters of "
                      f"{', '.join(table.kernels())} in {secs:.1f} s")
     except CaptureError as e:

@@ -63,3 +63,12 @@ def probe() -> tuple[int, str, str]:
 def gpu_present() -> bool:
     """True when this machine has a GPU profd can use."""
     return probe()[0] > 0
+
+
+def gpu_summary() -> tuple[bool, str]:
+    """Is there a GPU (asked without a CUDA context in this process)? And a line about it."""
+    n, name, how = probe()
+    if n:
+        return True, f"{n} GPU(s), first: {name} (found via {how})"
+    return False, ("no GPU found: kernels run in Triton's CPU interpreter, so verdicts are real but timings are "
+                   "not representative and hardware counters are skipped")

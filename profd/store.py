@@ -212,6 +212,42 @@ class Store:
         for r in self.db.execute(f"SELECT {_RUN_COLS} FROM runs ORDER BY id"):
             yield _record(r)
 
+    # ------------------------------------------------------------------ queries of the service and nightly
+
+    def count_runs(self) -> int:
+        """How many runs are stored (``profd doctor``'s read check)."""
+        return int(self.db.execute("SELECT COUNT(*) FROM runs").fetchone()[0])
+
+    def last_correct_run(self, target: Path | str, device: Optional[str], before: float) -> Optional[RunRecord]:
+        """The latest correct, timed run of ``target`` on ``device`` that started before ``before``."""
+        r = self.db.execute(
+            f"SELECT {_RUN_COLS} FROM runs WHERE target=? AND device IS ? AND correct=1 AND median_ms IS NOT NULL "
+            "AND started_at < ? ORDER BY started_at DESC LIMIT 1", (str(target), device, before)).fetchone()
+        return _record(r) if r else None
+
+    def kept_candidate(self, target: Path | str) -> Optional[dict[str, Any]]:
+        """The best accepted candidate of the latest tuning session of ``target``: id, source path, median."""
+        r = self.db.execute(
+            "SELECT c.candidate_id, c.source_path, c.median_ms FROM tune_sessions s JOIN candidates c "
+            "ON c.session_id = s.id AND c.candidate_id = s.best_candidate WHERE s.target=? AND c.accepted=1 "
+            "ORDER BY s.id DESC LIMIT 1", (str(target),)).fetchone()
+        return dict(r) if r else None
+
+    def last_digest(self, path: Path | str) -> Optional[str]:
+        """The content hash profd last saw for ``path`` (its latest job, else its latest run)."""
+        r = self.db.execute("SELECT content_hash FROM jobs WHERE path=? AND content_hash != '' "
+                            "ORDER BY id DESC LIMIT 1", (str(path),)).fetchone()
+        if r is None:
+            r = self.db.execute("SELECT content_hash FROM runs WHERE target=? ORDER BY id DESC LIMIT 1",
+                                (str(path),)).fetchone()
+        return r[0] if r else None
+
+    def job_slots(self, recent: int = 10) -> dict[int, str]:
+        """Job id -> the executor slot that claimed it, for open jobs and the ``recent`` latest."""
+        return {r[0]: r[1] for r in self.db.execute(
+            "SELECT id, worker FROM jobs WHERE state IN ('queued','running') OR id IN "
+            "(SELECT id FROM jobs ORDER BY id DESC LIMIT ?)", (recent,))}
+
 
 def _record(r: sqlite3.Row) -> RunRecord:
     return RunRecord(id=r["id"], target=r["target"], content_hash=r["content_hash"], kind=r["kind"],

@@ -640,7 +640,7 @@ def add_target(home_dir: Path) -> Path:
 def test_counters_permission_denied_says_how_to_fix(add_target: Path, tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     from collectors.errors import CaptureError
-    from profd.flow.capture import collect
+    from profd.flow.capture import capture_counters as collect
 
     monkeypatch.setenv("PROFD_STATE_DIR", str(tmp_path / "state"))
     _fake_ncu(tmp_path / "bin")
@@ -658,7 +658,7 @@ def test_counters_permission_denied_says_how_to_fix(add_target: Path, tmp_path: 
 def test_profiler_missing_says_how_to_fix(add_target: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from collectors import ncu, rocprof
     from collectors.errors import CaptureError
-    from profd.flow.capture import collect
+    from profd.flow.capture import capture_counters as collect
 
     monkeypatch.setenv("PROFD_STATE_DIR", str(tmp_path / "state"))
     empty = tmp_path / "empty-bin"

@@ -15,7 +15,7 @@ import torch
 from hwspecs import db
 from hwspecs.ceilings import (
     cache_path,
-    ceilings,
+    ceilings_for,
     datasheet_ceilings,
     measure_ceilings,
     read_cached,
@@ -248,7 +248,7 @@ def test_ridge_point_arithmetic():
 
 def test_ceilings_fall_back_to_datasheet(tmp_path):
     spec = db.get("h200-sxm")
-    c = ceilings(spec, tmp_path)
+    c = ceilings_for(spec, tmp_path)
     assert c.source == "datasheet"
     assert c.memory_gbps == 4800.0 and c.tflops == spec.peak_tflops
     assert list(tmp_path.iterdir()) == []  # reading never writes
@@ -265,18 +265,18 @@ def test_ceilings_read_the_cache(tmp_path):
     spec = db.get("h200-sxm")
     path = write_cache(spec.key, tmp_path, _measured(spec.key), device_name="NVIDIA H200")
     assert path == cache_path(spec.key, tmp_path) and path.exists()
-    c = ceilings(spec, tmp_path)
+    c = ceilings_for(spec, tmp_path)
     assert c.source == "measured"
     assert c.memory_gbps == 4310.5 and c.tflops["bf16"] == 702.0
     assert ridge_point(c, "bf16") == pytest.approx(702.0e12 / 4310.5e9)
     # The cache is per device: another entry does not pick it up.
-    assert ceilings(db.get("h100-sxm"), tmp_path).source == "datasheet"
+    assert ceilings_for(db.get("h100-sxm"), tmp_path).source == "datasheet"
 
 
 def test_corrupt_or_foreign_cache_is_ignored(tmp_path):
     spec = db.get("h200-sxm")
     cache_path(spec.key, tmp_path).write_text("{not json")
-    assert ceilings(spec, tmp_path).source == "datasheet"
+    assert ceilings_for(spec, tmp_path).source == "datasheet"
     payload = {"format": 1, "key": "h100-sxm", "ceilings": _measured("h100-sxm").to_dict()}
     cache_path(spec.key, tmp_path).write_text(json.dumps(payload))
     assert read_cached(spec.key, tmp_path) is None
@@ -287,7 +287,7 @@ def test_measuring_without_a_gpu_fails_cleanly(tmp_path):
     spec = db.get("h200-sxm")
     with pytest.raises(RuntimeError, match="no GPU"):
         measure_ceilings(spec, tmp_path, timeout=120)
-    c = ceilings(spec, tmp_path, measure=True)
+    c = ceilings_for(spec, tmp_path, measure=True)
     assert c.source == "datasheet"
     assert any("measurement failed" in n for n in c.notes)
     assert not cache_path(spec.key, tmp_path).exists()
@@ -387,4 +387,4 @@ def test_measured_ceilings_are_plausible(tmp_path):
     assert 0.3 * det.spec.memory_bandwidth_gbps < c.memory_gbps < 1.1 * det.spec.memory_bandwidth_gbps
     for p in ("bf16", "fp32"):
         assert 0.2 * det.spec.peak_tflops[p] < c.tflops[p] < 1.1 * det.spec.peak_tflops[p]
-    assert ceilings(det.spec, tmp_path).measured_at == c.measured_at  # served from the cache
+    assert ceilings_for(det.spec, tmp_path).measured_at == c.measured_at  # served from the cache

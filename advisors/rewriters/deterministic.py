@@ -254,3 +254,9 @@ class DeterministicAdvisor:
 
 def _name(path: str) -> str:
     return path.rsplit("/", 1)[-1] if path else "kernel.py"
+
+
+from advisors.rewriters import AdvisorSpec  # noqa: E402  (the registry's type, at the end to keep the module's top unchanged)
+
+ADVISOR = AdvisorSpec(name="deterministic", summary="knob rewrites (tiles, warps, stages, grouped order) from the "
+                      "findings; needs no LLM", build=lambda table: DeterministicAdvisor(), order=10)

@@ -1113,3 +1113,20 @@ def _side_effects(tree: ast.Module, protected: set[str], data_names: set[str]) -
     v = _SideEffects(protected, data_names)
     v.visit(tree)
     return v.found
+
+
+from advisors.rewriters import AdvisorSpec  # noqa: E402  (the registry's type, at the end to keep the module's top unchanged)
+
+
+def _build(table: Any) -> Optional["LLMAdvisor"]:
+    # Without an endpoint and a model the LLM advisor is simply not in the list.
+    if not (table.get("base_url") and table.get("model")):
+        return None
+    return LLMAdvisor(LLMConfig.from_mapping(table))
+
+
+ADVISOR = AdvisorSpec(
+    name="llm", summary="rewrites proposed by any OpenAI-compatible endpoint, judged like every other candidate",
+    build=_build, section="llm", records_llm_exchange=True, order=20,
+    options={f.name: f"{f.type} (default {f.default!r})" for f in fields(LLMConfig)},
+)

@@ -20,7 +20,7 @@ from profd.metrics import unit as metric_unit
 from profd.model import Evidence, Finding, Lever, RuleMessage, Severity
 
 if TYPE_CHECKING:  # the context lives in advisors.diagnosis, which imports this package
-    from advisors.diagnosis import RuleContext
+    from advisors.context import RuleContext
     from advisors.knobs import Knob
 
 Requirement = Union[str, tuple[str, ...]]

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Optional
 
 if TYPE_CHECKING:
-    from advisors.diagnosis import RuleContext
+    from advisors.context import RuleContext
 
 LIMITS = ("registers", "shared_mem", "warps", "blocks")
 LIMIT_WORDS = {

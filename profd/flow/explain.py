@@ -14,10 +14,9 @@ from typing import Any, Optional, Union
 from hwspecs.spec import Ceilings, DeviceSpec
 from profd.model import CounterTable, Finding, Roofline
 
-from advisors import roofline as roofline_mod
-from advisors.diagnosis import diagnose, kernel_rows
+from advisors.diagnosis import Diagnosis, analyze, kernel_rows
 from advisors.knobs import Knobs, discover
-from advisors.report import findings_json, render_counters, render_markdown, render_terminal
+from advisors.report import findings_json, render_counters, render_diagnosis, render_terminal
 
 # Keys under which collectors may leave a device name or product in ``device_attrs``.
 _NAME_ATTRS = ("device_name", "device__attribute_display_name", "display_name", "gpu_model", "Product_Name",
@@ -37,6 +36,7 @@ class ExplainResult:
     device_note: str = ""
     knobs: Optional[Knobs] = None
     notes: list[str] = field(default_factory=list)
+    diagnosis: Optional[Diagnosis] = None
 
     @property
     def text(self) -> str:
@@ -75,63 +75,37 @@ def explain(
 
     path = Path(path)
     table = load_capture(path)
-    spec, note = resolve_device(table, device)
-    ceilings = _ceilings(spec, cache_dir)
+    spec, ceilings, note = _resolve(table, device, cache_dir)
     knobs = discover(Path(source)) if source is not None else None
-    roof = roofline_mod.main_roofline(table, ceilings, precision)
-    findings = diagnose(table, spec, ceilings, roofline=roof, knobs=knobs, precision=precision)
-    md = render_markdown(target=path.name, measurement=None, history=(), roofline=roof, findings=findings,
-                         table=table, spec=spec, ceilings=ceilings, device_note=note)
+    dx = analyze(table, spec, ceilings, knobs=knobs, precision=precision)
+    md = render_diagnosis(dx, target=path.name, measurement=None, history=(), device_note=note)
     md += render_counters(table)
     notes = [note] if note else []
-    return ExplainResult(markdown=md, findings=findings, roofline=roof, table=table, spec=spec,
-                         ceilings=ceilings, device_note=note, knobs=knobs, notes=notes + list(table.warnings))
+    return ExplainResult(markdown=md, findings=dx.findings, roofline=dx.roofline, table=table, spec=spec,
+                         ceilings=ceilings, device_note=note, knobs=knobs, notes=notes + list(table.warnings),
+                         diagnosis=dx)
+
+
+def capture_names(table: CounterTable) -> list[str]:
+    """Every device name a capture carries, the table's own first."""
+    names = [table.device_name] + [str(table.device_attrs.get(k) or "") for k in _NAME_ATTRS]
+    return [n for n in names if n]
 
 
 def resolve_device(table: CounterTable, device: Optional[str]) -> tuple[Optional[DeviceSpec], str]:
-    """The device spec for a capture, and a sentence on how it was found (or why not).
+    """The device spec for a capture, and a sentence on how it was found (``hwspecs.resolve``)."""
+    spec, _, note = _resolve(table, device, None)
+    return spec, note
 
-    Order: the device name in the capture, then the ``--device`` the user gave, then a unique
-    database entry with the capture's compute capability and SM count. Unknown devices leave
-    spec-dependent rules silent; the note says so.
-    """
-    from hwspecs import db
 
-    names = [table.device_name] + [str(table.device_attrs.get(k) or "") for k in _NAME_ATTRS]
-    for name in [n for n in names if n]:
-        spec = db.match(name)
-        if spec is not None:
-            extra = ""
-            if device:
-                try:
-                    given = db.lookup(device)
-                    if given.key != spec.key:
-                        extra = f" (the capture's device wins over --device {device})"
-                except KeyError:
-                    pass
-            return spec, (f"Device {spec.name} identified from the capture ({name}){extra}." if extra else "")
-    if device:
-        try:
-            spec = db.lookup(device)
-            return spec, f"Device {spec.name} taken from --device {device} (the capture does not name it)."
-        except KeyError as e:
-            return None, (f"--device {device!r} is not in profd's device database ({e.args[0] if e.args else ''}); "
-                          f"rules that need device facts were skipped.")
-    cc = str(table.device_attrs.get("compute_capability") or "")
-    sms = _first_metric(table, "sm_count")
-    if cc and sms:
-        fits = [s for s in db.all_specs() if s.compute_capability == cc and s.sm_count == int(sms)]
-        if len(fits) == 1:
-            return fits[0], (f"Device taken to be {fits[0].name}: the only database entry with compute capability "
-                             f"{cc} and {int(sms)} SMs, as in the capture.")
-        if fits:
-            names = " or ".join(s.key for s in fits)
-            return None, (f"The capture does not name its device; compute capability {cc} with {int(sms)} SMs fits "
-                          f"{names}. Pass --device to get roofline ceilings and device-dependent rules.")
-    shown = f" ({table.device_name})" if table.device_name else ""
-    example = "mi300x" if table.source.startswith("rocprof") else "h100"
-    return None, (f"Device unknown{shown}: pass --device (e.g. --device {example}) for roofline ceilings; rules "
-                  f"that need device facts were skipped.")
+def _resolve(table: CounterTable, device: Optional[str],
+             cache_dir: Optional[Path]) -> tuple[Optional[DeviceSpec], Optional[Ceilings], str]:
+    from hwspecs import resolve
+
+    return resolve(capture_names(table), device, cache_dir=cache_dir,
+                   compute_capability=str(table.device_attrs.get("compute_capability") or ""),
+                   sm_count=_first_metric(table, "sm_count"),
+                   vendor_example="mi300x" if table.source.startswith("rocprof") else "h100")
 
 
 def _first_metric(table: CounterTable, name: str) -> Optional[float]:
@@ -139,16 +113,3 @@ def _first_metric(table: CounterTable, name: str) -> Optional[float]:
         if name in r.metrics:
             return r.metrics[name]
     return None
-
-
-def _ceilings(spec: Optional[DeviceSpec], cache_dir: Optional[Path]) -> Optional[Ceilings]:
-    if spec is None:
-        return None
-    from hwspecs.ceilings import ceilings, datasheet_ceilings
-
-    try:
-        return ceilings(spec, cache_dir, measure=False)
-    except (OSError, ValueError) as e:  # an unreadable cache must not stop an explanation
-        c = datasheet_ceilings(spec)
-        c.notes.append(f"cached ceilings unreadable ({e}); datasheet used")
-        return c

@@ -54,16 +54,8 @@ class TargetNight:
 
 
 def _yesterday(store: Store, path: Path, device: Optional[str], before: float) -> Optional[RunRecord]:
-    row = store.db.execute(
-        "SELECT id FROM runs WHERE target=? AND device IS ? AND correct=1 AND median_ms IS NOT NULL AND started_at < ? "
-        "ORDER BY started_at DESC LIMIT 1", (str(path), device, before - 12 * 3600)).fetchone()
-    if row is None:  # no run a day old: the last one before tonight's
-        row = store.db.execute(
-            "SELECT id FROM runs WHERE target=? AND device IS ? AND correct=1 AND median_ms IS NOT NULL "
-            "AND started_at < ? ORDER BY started_at DESC LIMIT 1", (str(path), device, before)).fetchone()
-    if row is None:
-        return None
-    return next((r for r in store.history(path, 500) if r.id == row["id"]), None)
+    # A run a day old; without one, the last one before tonight's.
+    return store.last_correct_run(path, device, before - 12 * 3600) or store.last_correct_run(path, device, before)
 
 
 def _drift(store: Store, path: Path, runner: Optional[harness.Runner], timeout_s: float,
@@ -71,10 +63,7 @@ def _drift(store: Store, path: Path, runner: Optional[harness.Runner], timeout_s
     """Re-measure the last kept candidate; say so when it no longer holds."""
     from profd.flow.tune import _measure_source
 
-    row = store.db.execute(
-        "SELECT c.candidate_id, c.source_path, c.median_ms FROM tune_sessions s JOIN candidates c "
-        "ON c.session_id = s.id AND c.candidate_id = s.best_candidate WHERE s.target=? AND c.accepted=1 "
-        "ORDER BY s.id DESC LIMIT 1", (str(path),)).fetchone()
+    row = store.kept_candidate(path)
     if row is None or not Path(row["source_path"]).exists():
         return None
     cand = Candidate(id=row["candidate_id"], source=Path(row["source_path"]).read_text(), advisor="recheck",
@@ -153,12 +142,10 @@ def assemble(nights: list[TargetNight], store: Store, *, has_gpu: bool) -> Night
     rep = NightlyReport(date=time.strftime("%Y-%m-%d"), device=device or "no GPU (Triton CPU interpreter)",
                         targets=[n.summary for n in nights])
     if has_gpu and device:
-        import hwspecs
-        from hwspecs.ceilings import ceilings
+        from hwspecs import resolve
 
-        spec = hwspecs.match(device)
-        if spec is not None:
-            c = ceilings(spec)
+        _, c, _ = resolve(device)
+        if c is not None:
             rep.peak_gbps = c.memory_gbps
             prec = "bf16" if "bf16" in c.tflops else next(iter(c.tflops), "")
             rep.peak_tflops = c.tflops.get(prec)

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from profd.harness import runner as harness
 from profd.model import CounterTable, Finding, Measurement, Roofline
 from profd.store import RunRecord, Store
+
+if TYPE_CHECKING:  # the diagnosis (pandas, the rules) loads only when a report is made
+    from advisors.diagnosis import Diagnosis
 
 
 @dataclass
@@ -28,6 +31,7 @@ class ProfileResult:
     roofline: Optional[Roofline] = None
     report: str = ""
     warnings: list[str] = field(default_factory=list)
+    diagnosis: Optional[Diagnosis] = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -49,20 +53,22 @@ class Cancelled(Exception):
 
 def profile(path: Path, store: Store, *, counters: bool = False, full_set: bool = False, timeout_s: float = 120.0,
             force_cpu: bool = False, runner: Optional[harness.Runner] = None,
-            cancelled: Callable[[], bool] = lambda: False,
+            cancelled: Callable[[], bool] = lambda: False, gpu_index: Optional[int] = None,
             on_step: Callable[[str, Any], None] = lambda step, value: None) -> ProfileResult:
     """Verify and time ``path``; with ``counters`` also profile and diagnose it.
 
     ``on_step`` is called as each stage finishes ("verdict", then "report") so that
     a watcher can show the quick verdict before the slower counter pass is done.
-    Raises Cancelled (storing nothing) when ``cancelled()`` turns true meanwhile.
+    Raises Cancelled (storing nothing) when ``cancelled()`` turns true meanwhile. ``gpu_index`` is
+    the NVML index of the GPU the job runs on (its executor slot's; GPU 0 when not given), whose
+    clocks and other processes are recorded around the measurement.
     """
     path = Path(path).resolve()
-    before = _nvml_snapshot()
+    before = _nvml_snapshot(gpu_index)
     m = harness.measure(path, timeout_s=timeout_s, force_cpu=force_cpu, runner=runner)
     if cancelled():
         raise Cancelled()
-    after = _nvml_snapshot()
+    after = _nvml_snapshot(gpu_index)
     m.device_state_before, m.device_state_after = before, after
     if before is not None or after is not None:
         from collectors.nvml import assess
@@ -76,10 +82,10 @@ def profile(path: Path, store: Store, *, counters: bool = False, full_set: bool 
     on_gpu = bool(m.device and m.device.backend != "cpu")
     if counters and m.correct and on_gpu:
         from collectors.errors import CaptureError
-        from profd.flow.capture import collect
+        from profd.flow.capture import capture_counters
 
         try:
-            res.counters, seconds = collect(path, backend=m.device.backend, full_set=full_set,  # type: ignore[union-attr]
+            res.counters, seconds = capture_counters(path, backend=m.device.backend, full_set=full_set,  # type: ignore[union-attr]
                                             timeout_s=max(timeout_s * 5, 600.0))
             res.counters.warnings.append(f"profiler step took {seconds:.1f} s")
         except CaptureError as e:
@@ -95,16 +101,13 @@ def profile(path: Path, store: Store, *, counters: bool = False, full_set: bool 
     return res
 
 
-def _nvml_snapshot() -> Any:
-    """NVML state of the GPU this job runs on (the executor slot's, else GPU 0)."""
+def _nvml_snapshot(index: Optional[int]) -> Any:
+    """NVML state of GPU ``index`` (GPU 0 when unknown); None without NVML."""
     try:
         from collectors.nvml import snapshot
-        from profd.service.executors.base import current_slot
 
-        slot = current_slot()
-        index = slot.nvml_index if slot is not None and slot.nvml_index is not None else 0
-        return snapshot(index)
-    except Exception:
+        return snapshot(index if index is not None else 0)
+    except Exception:  # device state is a bonus: a broken NVML must not cost the verdict
         return None
 
 
@@ -120,44 +123,32 @@ def precision_of(m: Measurement) -> str:
 
 
 def diagnose_into(res: ProfileResult, path: Path, store: Store) -> None:
-    """Roofline, findings and the markdown report for a ProfileResult."""
-    from advisors.diagnosis import diagnose
+    """Roofline, findings and the markdown report for a ProfileResult (one ``Diagnosis``)."""
+    from advisors.diagnosis import analyze
     from advisors.knobs import discover
-    from advisors.report import render_markdown
+    from advisors.report import render_counters, render_diagnosis
     from advisors.roofline import place
 
     m = res.measurement
     spec = ceilings = None
     if m.device and m.device.backend != "cpu":
-        import hwspecs
-        from hwspecs.ceilings import ceilings as get_ceilings
+        from hwspecs import resolve
 
-        spec = hwspecs.match(m.device.name)
-        if spec is not None:
-            try:
-                ceilings = get_ceilings(spec)
-            except Exception as e:  # a broken cache must not cost the report
-                res.warnings.append(f"device ceilings unavailable: {e}")
+        spec, ceilings, _ = resolve(m.device.name)
     try:
         knobs = discover(path.read_text(), str(path))
     except (OSError, SyntaxError):
         knobs = None
     precision = precision_of(m)
     t = m.timing
+    measured = None
     if t is not None and t.representative and (t.flops or t.bytes_moved) and ceilings is not None:
-        res.roofline = place(t.flops, t.bytes_moved, t.median_ms / 1e3, ceilings, precision)
-    elif res.counters is not None and ceilings is not None:
-        from advisors.roofline import main_roofline
-
-        res.roofline = main_roofline(res.counters, ceilings, precision)
-    if res.counters is not None:
-        res.findings = diagnose(res.counters, spec, ceilings, roofline=res.roofline, knobs=knobs, precision=precision)
+        measured = place(t.flops, t.bytes_moved, t.median_ms / 1e3, ceilings, precision)
+    dx = analyze(res.counters, spec, ceilings, roofline=measured, knobs=knobs, precision=precision)
+    res.diagnosis, res.roofline, res.findings = dx, dx.roofline, dx.findings
     history = [r.to_dict() for r in reversed(store.history(path, limit=30)) if r.id != res.run_id]
-    res.report = render_markdown(target=path.name, measurement=m, history=history, roofline=res.roofline,
-                                 findings=res.findings, table=res.counters, spec=spec, ceilings=ceilings)
+    res.report = render_diagnosis(dx, target=path.name, measurement=m, history=history)
     if res.counters is not None:
-        from advisors.report import render_counters
-
         res.report += render_counters(res.counters)
     notes = [w for w in res.warnings + m.warnings]
     if notes:

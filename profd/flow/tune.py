@@ -272,7 +272,9 @@ def _record(store: Store, session: int, path: Path, cand: Candidate, v: Candidat
     t = m.timing if m else None
     src_path = artifacts_dir("candidates", _target_key(path), cand.id) / path.name
     llm = None
-    if cand.advisor.startswith("llm"):
+    from advisors.rewriters import records_llm_exchange
+
+    if records_llm_exchange(cand.advisor):
         llm = json.dumps({"prompt": cand.prompt, "response": cand.response, "tokens_in": cand.tokens_in,
                           "tokens_out": cand.tokens_out, "latency_s": cand.latency_s, "cost_usd": cand.cost_usd})
     write_private(src_path.parent / "verdict.json",
@@ -316,15 +318,10 @@ def tune_job(worker: Any, job: Any, path: Path) -> None:
 
 
 def build_advisors(cfg: Any) -> list[Advisor]:
-    """The deterministic advisor always; the LLM advisor when [llm] is configured."""
-    from advisors.rewriters.deterministic import DeterministicAdvisor
+    """Every configured advisor, from the registry in advisors/rewriters/ (deterministic always)."""
+    from advisors.rewriters import build_advisors as from_registry
 
-    out: list[Advisor] = [DeterministicAdvisor()]
-    if cfg.llm.get("base_url") and cfg.llm.get("model"):
-        from advisors.rewriters.llm import LLMAdvisor, LLMConfig
-
-        out.append(LLMAdvisor(LLMConfig.from_mapping(cfg.llm)))
-    return out
+    return from_registry(cfg)
 
 
 def summary(r: TuneResult) -> str:

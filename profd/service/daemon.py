@@ -12,12 +12,10 @@ free slots (``JobQueue.claim(worker=slot.id)``) and keeps ``daemon.json`` curren
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
 import signal
-import socket
 import sys
 import threading
 import time
@@ -26,95 +24,20 @@ from pathlib import Path
 from typing import Any, Optional, TextIO
 
 from profd import config as config_mod
+from profd.gpu import gpu_summary
 from profd.config import Config
 from profd.service.executors import Executor, Slot, slot_config
 from profd.service.jobqueue import JobQueue
 from profd.model import Job, JobKind, JobState
 from profd.paths import state_dir, write_private
 from profd.store import Store
+from profd.service.systemd import AlreadyRunning, JournalFormatter, acquire_lock, sd_notify, setup_logging
 from profd.service.watcher import Watcher
 
+__all__ = ["AlreadyRunning", "Daemon", "DaemonState", "JournalFormatter", "acquire_lock", "gpu_summary", "sd_notify",
+           "setup_logging"]
+
 log = logging.getLogger("profd")
-
-
-# --------------------------------------------------------------------------- systemd
-
-
-def sd_notify(message: str) -> bool:
-    """Send a datagram to systemd's notify socket (no-op outside systemd)."""
-    addr = os.environ.get("NOTIFY_SOCKET")
-    if not addr:
-        return False
-    if addr.startswith("@"):  # abstract namespace
-        addr = "\0" + addr[1:]
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
-            s.connect(addr)
-            s.sendall(message.encode())
-        return True
-    except OSError:
-        return False
-
-
-class JournalFormatter(logging.Formatter):
-    """``<N>message``: journald reads the syslog priority from the prefix."""
-
-    LEVELS = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6, logging.DEBUG: 7}
-
-    def format(self, record: logging.LogRecord) -> str:
-        prio = self.LEVELS.get(record.levelno, 6)
-        return "\n".join(f"<{prio}>{line}" for line in super().format(record).splitlines())
-
-
-def setup_logging(service: bool, verbose: bool = False) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if service or os.environ.get("JOURNAL_STREAM"):
-        handler.setFormatter(JournalFormatter("%(name)s: %(message)s"))
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if verbose else logging.INFO)
-
-
-# --------------------------------------------------------------------------- instance lock
-
-
-class AlreadyRunning(Exception):
-    pass
-
-
-def acquire_lock(directory: Path) -> Any:
-    """One daemon per state directory: an exclusive flock held for the process's life."""
-    path = directory / "daemon.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        try:
-            other = os.read(fd, 64).decode().strip()
-        finally:
-            os.close(fd)
-        raise AlreadyRunning(
-            f"another profd daemon (pid {other or '?'}) already uses the state directory {directory}. Stop it "
-            "(systemctl --user stop profd, or kill that pid), or give this one its own PROFD_STATE_DIR.") from None
-    os.ftruncate(fd, 0)
-    os.write(fd, str(os.getpid()).encode())
-    return fd
-
-
-# --------------------------------------------------------------------------- GPU presence (NVML only)
-
-
-def gpu_summary() -> tuple[bool, str]:
-    """Is there a GPU (asked without a CUDA context in this process)? And a line about it."""
-    from profd.gpu import probe
-
-    n, name, how = probe()
-    if n:
-        return True, f"{n} GPU(s), first: {name} (found via {how})"
-    return False, ("no GPU found: kernels run in Triton's CPU interpreter, so verdicts are real but timings are "
-                   "not representative and hardware counters are skipped")
 
 
 # --------------------------------------------------------------------------- the daemon
@@ -250,14 +173,6 @@ class Daemon:
             self.state.watcher = "none"
             return
 
-        def known(path: Path) -> Optional[str]:
-            row = store.db.execute("SELECT content_hash FROM jobs WHERE path=? AND content_hash != '' "
-                                   "ORDER BY id DESC LIMIT 1", (str(path),)).fetchone()
-            if row is None:
-                row = store.db.execute("SELECT content_hash FROM runs WHERE target=? ORDER BY id DESC LIMIT 1",
-                                       (str(path),)).fetchone()
-            return row[0] if row else None
-
         queue = JobQueue(Store(store.path))  # the watcher thread gets its own connection
 
         def on_change(path: Path, digest: str) -> None:
@@ -268,7 +183,7 @@ class Daemon:
         w = self.cfg.watch
         self.watcher = Watcher(w.dirs, on_change, patterns=w.patterns, ignore=w.ignore,
                                debounce_s=w.debounce_ms / 1000.0, rescan_s=w.rescan_s, polling=w.polling,
-                               exclude=[self.state_dir], known_digest=known)
+                               exclude=[self.state_dir], known_digest=store.last_digest)
         self.watcher.start()
         self.state.watcher = self.watcher.mode
         self.state.watcher_note = self.watcher.fallback_reason

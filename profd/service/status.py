@@ -23,7 +23,7 @@ def _alive(pid: int) -> bool:
         return True
 
 
-def collect() -> dict[str, Any]:
+def gather_status() -> dict[str, Any]:
     """Everything status shows, as plain data (also the --json output)."""
     sd = state_dir()
     daemon: dict[str, Any] = {}
@@ -38,9 +38,7 @@ def collect() -> dict[str, Any]:
     with Store() as store:
         q = JobQueue(store)
         # Where each job runs (ran): the slot that claimed it, from the jobs table.
-        where = {r[0]: r[1] for r in store.db.execute(
-            "SELECT id, worker FROM jobs WHERE state IN ('queued','running') OR id IN "
-            "(SELECT id FROM jobs ORDER BY id DESC LIMIT 10)")}
+        where = store.job_slots(recent=10)
         pending = [dict(j.to_dict(), worker=where.get(j.id, "")) for j in q.pending()]
         recent = [dict(j.to_dict(), worker=where.get(j.id, "")) for j in q.recent(10)]
         counts = q.counts()
@@ -106,3 +104,7 @@ def render(data: dict[str, Any]) -> str:
     if mail and mail.get("pending"):
         lines.append(f"mail: {mail['pending']} report(s) not sent; last error: {mail.get('last_error', '')}")
     return "\n".join(lines)
+
+
+#: The old name, still called by profd/cli.py; remove once it says gather_status.
+collect = gather_status

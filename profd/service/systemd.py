@@ -1,0 +1,71 @@
+"""What running under systemd takes: sd_notify, journald-prefixed logging, one daemon per state dir."""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def sd_notify(message: str) -> bool:
+    """Send a datagram to systemd's notify socket (no-op outside systemd)."""
+    addr = os.environ.get("NOTIFY_SOCKET")
+    if not addr:
+        return False
+    if addr.startswith("@"):  # abstract namespace
+        addr = "\0" + addr[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            s.connect(addr)
+            s.sendall(message.encode())
+        return True
+    except OSError:
+        return False
+
+
+class JournalFormatter(logging.Formatter):
+    """``<N>message``: journald reads the syslog priority from the prefix."""
+
+    LEVELS = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6, logging.DEBUG: 7}
+
+    def format(self, record: logging.LogRecord) -> str:
+        prio = self.LEVELS.get(record.levelno, 6)
+        return "\n".join(f"<{prio}>{line}" for line in super().format(record).splitlines())
+
+
+def setup_logging(service: bool, verbose: bool = False) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if service or os.environ.get("JOURNAL_STREAM"):
+        handler.setFormatter(JournalFormatter("%(name)s: %(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+class AlreadyRunning(Exception):
+    pass
+
+
+def acquire_lock(directory: Path) -> Any:
+    """One daemon per state directory: an exclusive flock held for the process's life."""
+    path = directory / "daemon.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        try:
+            other = os.read(fd, 64).decode().strip()
+        finally:
+            os.close(fd)
+        raise AlreadyRunning(
+            f"another profd daemon (pid {other or '?'}) already uses the state directory {directory}. Stop it "
+            "(systemctl --user stop profd, or kill that pid), or give this one its own PROFD_STATE_DIR.") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
