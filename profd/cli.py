@@ -231,6 +231,11 @@ def cmd_nightly(args: argparse.Namespace) -> int:
         if not targets:
             raise UserError("no targets: set [watch] dirs in the config, pass directories, or profile a file first.")
         if collect()["running"] and not args.inline:
+            from profd.flow.nightly import retry_mail
+
+            kept = retry_mail(cfg)  # the start of a nightly is a retry point, daemon or not
+            if kept and not args.json:
+                print(kept, file=sys.stderr)
             q = JobQueue(store)
             jobs = [q.enqueue(t, JobKind.NIGHTLY)[0].id for t in targets]
             _emit(args, {"queued": jobs}, f"queued {len(jobs)} nightly job(s) in the running daemon; saves go first. "

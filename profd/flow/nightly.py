@@ -188,8 +188,35 @@ def deliver(rep: NightlyReport, cfg: Config) -> tuple[Path, str]:
     html, images = render_html(rep)
     msg = mail.build_message(rep, html, images, render_text(rep), mcfg)
     result = mail.send(msg, mcfg)
-    return where, ("mailed to " + ", ".join(mcfg.to)) if result.ok else f"mail failed (kept in the outbox, will "\
-        f"retry): {result.message}"
+    return where, ("mailed to " + ", ".join(mcfg.to)) if result.ok else f"mail failed: {result.message}"
+
+
+def retry_mail(cfg: Config, *, due_only: bool = False) -> str:
+    """Send what waits in the outbox (reports an earlier night failed to mail); a line saying what happened.
+
+    Called at the start of every nightly run (all kept messages) and by the daemon's timer
+    (``due_only``: those whose backoff has passed). Never raises; "" when there was nothing to do.
+    """
+    if not cfg.mail:
+        return ""
+    from profd.report import mail
+
+    if not mail.outbox_status().pending:
+        return ""
+    try:
+        mcfg = mail.MailConfig.from_mapping(cfg.mail)
+    except (ValueError, mail.MailConfigError) as e:
+        return f"outbox not retried: [mail] config is wrong: {e}"
+    results = mail.retry_outbox(mcfg, due_only=due_only)
+    sent = [r for r in results if r.ok]
+    failed = [r for r in results if not r.ok]
+    parts = []
+    if sent:
+        parts.append(f"outbox: sent {len(sent)} kept report(s) " + ", ".join(f"(after {r.attempts} attempts)"
+                                                                          for r in sent))
+    if failed:
+        parts.append(f"outbox: {len(failed)} report(s) still unsent: {failed[-1].message}")
+    return "; ".join(parts)
 
 
 def run_inline(cfg: Config, store: Store, *, has_gpu: bool, runner: Optional[harness.Runner] = None,
@@ -201,6 +228,9 @@ def run_inline(cfg: Config, store: Store, *, has_gpu: bool, runner: Optional[har
     on the executor ``cfg.executor`` names (every GPU: one target per slot at a
     time). ``on_done`` gets, per target, where it ran and how long it took."""
     started = time.time()
+    kept = retry_mail(cfg)  # last night's unsent report goes out before tonight's work
+    if kept:
+        say(f"nightly: {kept}")
     paths = targets or targets_of(cfg, store)
     if runner is not None:
         nights = []

@@ -214,6 +214,7 @@ class Daemon:
         self.state = DaemonState(pid=os.getpid(), started_at=time.time(), mode="service" if service else "foreground",
                                  watched=list(cfg.watch.dirs), config_source=cfg.source)
         self.last_loop = time.monotonic()
+        self._outbox_thread: Optional[threading.Thread] = None
 
     # ------------------------------------------------------------------ output
 
@@ -416,16 +417,46 @@ class Daemon:
         self.say("profd stopped")
         return code
 
+    def _retry_outbox(self) -> None:
+        """Resend kept mail whose backoff has passed, on a thread: a dead SMTP server costs a
+        timeout, which must not stall the loop (nor the watchdog's keep-alives)."""
+        if not self.cfg.mail or (self._outbox_thread is not None and self._outbox_thread.is_alive()):
+            return
+        from profd.report.mail import outbox_due
+
+        try:
+            due = outbox_due()
+        except OSError:
+            return
+        if not due:
+            return
+
+        def work() -> None:
+            from profd.flow.nightly import retry_mail
+
+            try:
+                line = retry_mail(self.cfg, due_only=True)
+            except Exception as e:  # never let mail trouble reach the daemon
+                line = f"outbox retry failed inside profd: {type(e).__name__}: {e}"
+            if line:
+                self.say(line)
+
+        self._outbox_thread = threading.Thread(target=work, name="profd-outbox", daemon=True)
+        self._outbox_thread.start()
+
     def _loop(self, queue: JobQueue) -> int:
         """Hand queued jobs to free slots until stopped (or, with ``once``, until all is done)."""
         ex = self.executor
         assert ex is not None
-        last_state = 0.0
+        last_state = last_outbox = 0.0
         notes_seen: set[tuple[str, str]] = set()
         while not self.stop_requested.is_set():
             self.last_loop = time.monotonic()
             if self.reload_requested.is_set():
                 self._reload(queue.store)
+            if time.monotonic() - last_outbox > 1.0:
+                last_outbox = time.monotonic()
+                self._retry_outbox()
             changed = False
             for slot in ex.free_slots():
                 # claim() is one transaction: the job is this slot's, recorded in jobs.worker.
