@@ -32,12 +32,15 @@ DAY = 24 * 3600.0
 
 def targets_of(cfg: Config, store: Store) -> list[Path]:
     """Every kernel file under the watched directories, else every target with history."""
+    from profd.harness.recognise import not_a_target_reason
+
     found: list[Path] = []
     for d in cfg.watch.dirs:
         for root, dirs, files in os.walk(d):
             dirs[:] = [x for x in dirs if not x.startswith(".") and x != "__pycache__"]
             for f in sorted(files):
-                if not is_editor_temp(f) and any(fnmatch.fnmatch(f, p) for p in cfg.watch.patterns):
+                if not is_editor_temp(f) and any(fnmatch.fnmatch(f, p) for p in cfg.watch.patterns) \
+                        and not_a_target_reason(Path(root, f)) is None:  # helper modules are not targets
                     found.append(Path(root, f).resolve())
     if not found:
         found = [Path(t) for t in store.targets() if Path(t).exists()]

@@ -66,9 +66,24 @@ class JournalFormatter(logging.Formatter):
         return "\n".join(f"<{prio}>{line}" for line in super().format(record).splitlines())
 
 
+def stderr_is_journal() -> bool:
+    """Is stderr connected to journald? systemd says so in ``JOURNAL_STREAM`` (device:inode of that stream)."""
+    stream = os.environ.get("JOURNAL_STREAM", "")
+    try:
+        dev, ino = (int(x) for x in stream.split(":"))
+        st = os.fstat(sys.stderr.fileno())
+    except (ValueError, OSError, AttributeError):
+        return False
+    return (st.st_dev, st.st_ino) == (dev, ino)
+
+
 def setup_logging(service: bool, verbose: bool = False) -> None:
+    """Log lines on stderr: journald's ``<N>`` priority prefixes when stderr is the journal, else plain.
+
+    ``service`` (``profd daemon``) alone does not add prefixes: run by hand on a terminal it
+    would print ``<6>`` before every line."""
     handler = logging.StreamHandler(sys.stderr)
-    if service or os.environ.get("JOURNAL_STREAM"):
+    if stderr_is_journal():
         handler.setFormatter(JournalFormatter("%(name)s: %(message)s"))
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
@@ -176,6 +191,10 @@ class SlotView:
         multi = self._daemon.executor is not None and len(self._daemon.executor.slots()) > 1
         self._daemon.say(f"[{self.slot.id}] {text}" if multi else text)
 
+    def event(self, kind: str, text: str, **data: Any) -> None:
+        multi = self._daemon.executor is not None and len(self._daemon.executor.slots()) > 1
+        self._daemon.event(kind, f"[{self.slot.id}] {text}" if multi else text, slot=self.slot.id, **data)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._daemon, name)
 
@@ -196,9 +215,10 @@ class Daemon:
     """Watch directories, queue saves, run one job per slot (GPU) at a time, report each step."""
 
     def __init__(self, cfg: Config, *, service: bool = False, out: TextIO = sys.stdout,
-                 config_file: Optional[Path] = None, once: bool = False) -> None:
+                 config_file: Optional[Path] = None, once: bool = False, json_events: bool = False) -> None:
         self.cfg = cfg
         self.service = service
+        self.json_events = json_events  # `profd watch --json`: one JSON object per line on ``out``
         self.out = out
         self.config_file = config_file
         self.once = once  # exit when the queue is empty (tests, one-shot runs)
@@ -219,9 +239,17 @@ class Daemon:
     # ------------------------------------------------------------------ output
 
     def say(self, text: str) -> None:
-        """A human line in the foreground; an info log line under systemd."""
+        """A human line in the foreground; an info log line under systemd; a JSON "message" line with --json."""
+        self.event("message", text)
+
+    def event(self, kind: str, text: str, **data: Any) -> None:
+        """Report one event: with ``json_events`` a JSON line ``{"event": kind, "text": ..., **data}``;
+        otherwise ``text`` as a human line (foreground) or log lines (service)."""
         with self._say_lock:  # slots are threads: keep each message's lines together
-            if self.service:
+            if self.json_events:
+                print(json.dumps({"event": kind, "at": round(time.time(), 3), "text": text.rstrip(), **data},
+                                 default=str), file=self.out, flush=True)
+            elif self.service:
                 for line in text.rstrip().splitlines():
                     log.info(line)
             else:
@@ -264,7 +292,8 @@ class Daemon:
         def on_change(path: Path, digest: str) -> None:
             job, created = queue.enqueue(path, JobKind.PROFILE, digest)
             if created:
-                self.say(f"saved: {path.name} -> job {job.id} queued")
+                self.event("saved", f"saved: {path.name} -> job {job.id} queued", path=str(path), job=job.id,
+                           content_hash=digest)
 
         w = self.cfg.watch
         self.watcher = Watcher(w.dirs, on_change, patterns=w.patterns, ignore=w.ignore,
