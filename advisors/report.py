@@ -216,6 +216,9 @@ def render_diagnosis(
     out.append(_device_line(spec, ceilings, table, device_note))
     out.append("")
     out += _section_correctness(measurement)
+    if measurement is not None and _load_failed(measurement):
+        # The file did not even load: every later section would only say "nothing".
+        return "\n".join(out).rstrip() + "\n"
     out += _section_speed(measurement, history, dx)
     out += _section_roofline(roofline, ceilings, dx)
     out += _section_findings(findings, max_findings, dx)
@@ -240,6 +243,11 @@ def _device_line(spec: Optional[DeviceSpec], ceilings: Optional[Ceilings], table
     if note:
         line += f"\n\n> {note}"
     return line
+
+
+def _load_failed(measurement: HistoryItem) -> bool:
+    status = _get(_get(measurement, "verdict"), "status")
+    return (status.value if isinstance(status, Status) else str(status or "")) == Status.LOAD_ERROR.value
 
 
 def _section_correctness(measurement: Optional[HistoryItem]) -> list[str]:

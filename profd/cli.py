@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -17,6 +18,47 @@ EXIT_OK, EXIT_TARGET_FAILED, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 
 class UserError(Exception):
     """Bad input from the user: printed as one paragraph, exit code 2."""
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("profd")
+    except Exception:  # running from a checkout that was never installed
+        import tomllib
+
+        data = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+        return str(data["project"]["version"])
+
+
+def _number(kind: type, minimum: float, flag: str, example: str, strict: bool = False) -> Callable[[str], Any]:
+    """An argparse type: a number of ``kind`` >= ``minimum`` (> with ``strict``), refused as bad input otherwise."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum or (strict and value == minimum):
+            what = "a whole number" if kind is int else "a number"
+            bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
+            raise argparse.ArgumentTypeError(f"{flag} {text!r}: give {what} {bound}, e.g. {flag} {example}")
+        return value
+
+    return parse
+
+
+def _device_spec(name: str) -> Any:
+    """The database entry ``--device NAME`` means; UserError (exit 2) naming the known keys otherwise."""
+    import hwspecs
+
+    try:
+        return hwspecs.lookup(name)
+    except KeyError as e:
+        why = e.args[0] if e.args else name
+        raise UserError(f"--device {name}: {why}. Give one of those keys (e.g. --device h100-sxm), or leave "
+                        "--device out to use the detected GPU.") from None
 
 
 def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
@@ -33,6 +75,17 @@ def _existing_file(p: str) -> Path:
     return path.resolve()
 
 
+def _target_file(p: str) -> Path:
+    """An existing file that is a kernel target (checked without running it); UserError otherwise."""
+    from profd.harness.recognise import not_a_target_reason
+
+    path = _existing_file(p)
+    reason = not_a_target_reason(path)
+    if reason is not None:
+        raise UserError(reason)
+    return path
+
+
 # --------------------------------------------------------------------------- commands
 
 
@@ -40,7 +93,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from profd.flow.profile import profile
     from profd.store import Store
 
-    path = _existing_file(args.file)
+    path = _target_file(args.file)
     with Store() as store:
         res = profile(path, store, counters=args.counters, full_set=args.full, timeout_s=args.timeout,
                       force_cpu=args.cpu)
@@ -54,6 +107,9 @@ def cmd_history(args: argparse.Namespace) -> int:
     path = Path(args.file).expanduser().resolve()
     with Store() as store:
         runs = store.history(path, limit=args.limit)
+    if not runs and not path.exists():
+        raise UserError(f"{args.file}: no such file, and profd has no runs stored for it. Give the path of a "
+                        "kernel target you profiled (`profd status` lists the targets with results).")
     if not runs:
         _emit(args, {"target": str(path), "runs": []},
               f"No runs recorded for {path}. Run `profd profile {args.file}` (or save it under `profd watch`).")
@@ -87,7 +143,7 @@ def _run_daemon(args: argparse.Namespace, cfg: Any, service: bool) -> int:
     setup_logging(service=service, verbose=getattr(args, "verbose", False))
     try:
         return Daemon(cfg, service=service, config_file=Path(args.config) if args.config else None,
-                      once=getattr(args, "once", False)).run()
+                      once=getattr(args, "once", False), json_events=bool(args.json) and not service).run()
     except AlreadyRunning as e:
         raise UserError(str(e)) from None
 
@@ -132,7 +188,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from profd.store import Store
     from profd.flow.tune import Progress, build_advisors, summary, tune
 
-    path = _existing_file(args.file)
+    path = _target_file(args.file)
     cfg = _config(args)
     if args.no_llm:
         cfg.llm = {}
@@ -170,19 +226,21 @@ def cmd_specs(args: argparse.Namespace) -> int:
     import hwspecs
     from hwspecs.ceilings import ceilings, measure_ceilings
 
-    spec = None
-    if args.device:
-        try:
-            spec = hwspecs.lookup(args.device)
-        except KeyError as e:
-            raise UserError(str(e).strip("'\"")) from None
-    detected = None if args.device else hwspecs.detect()
+    spec = _device_spec(args.device) if args.device else None
+    detected = None if args.device and not args.measure else hwspecs.detect()
+    if args.measure and (detected is None or not detected.is_gpu):
+        why = f" ({detected.message})" if detected is not None and detected.message else ""
+        raise UserError(f"--measure needs the GPU it measures, and this machine has none{why}. Run "
+                        "`profd specs --measure` on the machine with the device; every later report there uses "
+                        "the measured ceilings.")
+    if args.measure and spec is None and detected.spec is None:  # type: ignore[union-attr]
+        raise UserError(f"--measure: the detected GPU ({detected.name}) is not in profd's device database, so "  # type: ignore[union-attr]
+                        "there is no entry to attach the measured ceilings to. Pass --device with the closest "
+                        "entry (`profd specs --device x` lists the keys).")
     spec = spec or (detected.spec if detected is not None else None)
     ceil = None
     if spec is not None:
         if args.measure:
-            if detected is None or not detected.is_gpu:
-                raise UserError("--measure needs the GPU it measures; run it on the machine with the device.")
             from profd.paths import state_dir
 
             ceil = measure_ceilings(spec, state_dir())  # cached: every later report uses them
@@ -201,12 +259,22 @@ def cmd_explain(args: argparse.Namespace) -> int:
         raise UserError(f"{args.capture}: no such file. Give an ncu CSV (--csv --page raw or details), a .ncu-rep, "
                         "or a rocprof / rocprofv3 / rocprof-compute CSV.")
     source = _existing_file(args.source) if args.source else None
+    if args.device:
+        _device_spec(args.device)  # an unknown device is bad input here too, as for `profd specs`
     try:
         res = explain(path, args.device, source=source)
     except CaptureError as e:
         raise UserError(str(e)) from None
     except KeyError as e:
-        raise UserError(str(e).strip("'\"")) from None
+        raise UserError(str(e.args[0] if e.args else e)) from None
+    from advisors.diagnosis import kernel_rows
+
+    # Launch geometry alone (what a kernel-list export holds) is nothing to diagnose.
+    if not any(set(r.metrics) - {"block_size", "grid_size"} for r in kernel_rows(res.table)):
+        raise UserError(f"{args.capture}: the capture holds no kernel metrics ({res.table.source}, "
+                        f"{len(res.table.frame) if res.table.frame is not None else 0} launch row(s)), so there is "
+                        "nothing to explain. Export the metrics: `ncu --csv --page raw -i report.ncu-rep > "
+                        "raw.csv` (or --page details), or a rocprof counter CSV (rocprofv3 --pmc ...).")
     _emit(args, res.to_dict(), res.text)
     return EXIT_OK
 
@@ -231,6 +299,11 @@ def cmd_nightly(args: argparse.Namespace) -> int:
         if not targets:
             raise UserError("no targets: set [watch] dirs in the config, pass directories, or profile a file first.")
         if collect()["running"] and not args.inline:
+            from profd.flow.nightly import retry_mail
+
+            kept = retry_mail(cfg)  # the start of a nightly is a retry point, daemon or not
+            if kept and not args.json:
+                print(kept, file=sys.stderr)
             q = JobQueue(store)
             jobs = [q.enqueue(t, JobKind.NIGHTLY)[0].id for t in targets]
             _emit(args, {"queued": jobs}, f"queued {len(jobs)} nightly job(s) in the running daemon; saves go first. "
@@ -279,21 +352,25 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="profd", description="Profiling-guided optimization daemon for GPU kernels.")
+    p.add_argument("--version", action="version", version=f"profd {_version()}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="machine-readable output")
+    common.add_argument("-v", "--verbose", action="store_true",
+                        help="more detail: debug logging, and a traceback when profd itself fails")
+    timeout = _number(float, 0, "--timeout", "120", strict=True)
 
     s = sub.add_parser("profile", parents=[common], help="verify, time and diagnose one target now")
     s.add_argument("file")
     s.add_argument("--counters", action="store_true", help="also collect hardware counters (ncu/rocprof)")
     s.add_argument("--full", action="store_true", help="collect the profiler's full metric set")
-    s.add_argument("--timeout", type=float, default=120.0, help="seconds before a run is killed (default 120)")
+    s.add_argument("--timeout", type=timeout, default=120.0, help="seconds before a run is killed (default 120)")
     s.add_argument("--cpu", action="store_true", help="run in Triton's CPU interpreter even if a GPU exists")
     s.set_defaults(func=cmd_profile)
 
     s = sub.add_parser("history", parents=[common], help="stored runs of one target")
     s.add_argument("file")
-    s.add_argument("--limit", type=int, default=50)
+    s.add_argument("--limit", type=_number(int, 1, "--limit", "50"), default=50)
     s.set_defaults(func=cmd_history)
 
     s = sub.add_parser("specs", parents=[common], help="the detected device, its database entry and roofline")
@@ -309,12 +386,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("tune", parents=[common], help="try rewrites, keep what is correct and faster")
     s.add_argument("file")
-    s.add_argument("--budget", type=int, default=24, help="candidates to evaluate (default 24)")
-    s.add_argument("--time", type=float, default=None, help="stop after this many seconds")
+    s.add_argument("--budget", type=_number(int, 1, "--budget", "24"), default=24,
+                   help="candidates to evaluate (default 24)")
+    s.add_argument("--time", type=_number(float, 0, "--time", "600", strict=True), default=None,
+                   help="stop after this many seconds")
     s.add_argument("--counters", action="store_true", help="profile the baseline for findings (GPU)")
     s.add_argument("--no-llm", action="store_true", help="deterministic advisor only, even if [llm] is set")
     s.add_argument("--cpu", action="store_true", help="run in Triton's CPU interpreter even if a GPU exists")
-    s.add_argument("--timeout", type=float, default=120.0)
+    s.add_argument("--timeout", type=timeout, default=120.0)
     s.add_argument("--config", help="config file")
     s.set_defaults(func=cmd_tune)
 
@@ -326,7 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("nightly", parents=[common], help="re-check, tune deeper and report on every target")
     s.add_argument("dirs", nargs="*", metavar="DIR", help="kernel directories (default: [watch] dirs)")
-    s.add_argument("--budget", type=int, help="candidates per target (default: [nightly] budget)")
+    s.add_argument("--budget", type=_number(int, 0, "--budget", "48"),
+                   help="candidates per target (default: [nightly] budget; 0: re-check only)")
     s.add_argument("--inline", action="store_true", help="run here even if a daemon is running")
     s.add_argument("--cpu", action="store_true", help="run in Triton's CPU interpreter")
     s.add_argument("--config", help="config file")
@@ -345,14 +425,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--polling", action="store_true", help="poll instead of inotify (network file systems)")
     s.add_argument("--no-counters", action="store_true", help="skip the hardware-counter pass")
     s.add_argument("--cpu", action="store_true", help="run kernels in Triton's CPU interpreter")
-    s.add_argument("--tune", type=int, metavar="N", help="after each correct save, try N candidates automatically")
+    s.add_argument("--tune", type=_number(int, 0, "--tune", "8"), metavar="N",
+                   help="after each correct save, try N candidates automatically")
     s.add_argument("--once", action="store_true", help="exit once the initial scan's jobs are done")
-    s.add_argument("-v", "--verbose", action="store_true")
     s.set_defaults(func=cmd_watch)
 
     s = sub.add_parser("daemon", parents=[common], help="service mode (systemd Type=notify)")
     s.add_argument("--config", help="config file (default: $XDG_CONFIG_HOME/profd/config.toml)")
-    s.add_argument("-v", "--verbose", action="store_true")
     s.set_defaults(func=cmd_daemon)
 
     s = sub.add_parser("status", parents=[common], help="is the daemon running; queue; last results")
@@ -370,13 +449,51 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         return func(args)
     except UserError as e:
-        if getattr(args, "json", False):
-            print(json.dumps({"error": str(e)}))
-        else:
-            print(f"profd: {e}", file=sys.stderr)
+        _error(args, str(e), "bad_input")
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+    except Exception as e:  # profd's own failure: one paragraph with the fix; the traceback only with -v
+        if getattr(args, "verbose", False):
+            import traceback
+
+            traceback.print_exc()
+        _error(args, internal_error_paragraph(e, verbose=getattr(args, "verbose", False)), "internal")
+        return EXIT_INTERNAL
+
+
+def _error(args: argparse.Namespace, text: str, kind: str) -> None:
+    if getattr(args, "json", False):
+        print(json.dumps({"error": text, "kind": kind}))
+    else:
+        print(f"profd: {text}", file=sys.stderr)
+
+
+def internal_error_paragraph(e: BaseException, verbose: bool = False) -> str:
+    """What went wrong inside profd, as one paragraph that says what to do."""
+    import sqlite3
+
+    from profd.paths import state_dir
+
+    more = "" if verbose else " (run the command again with -v for the traceback)"
+    where = Path(os.environ.get("PROFD_STATE_DIR") or "") if os.environ.get("PROFD_STATE_DIR") else None
+    try:
+        sd = where or state_dir()
+    except Exception:
+        sd = where or Path("~/.local/state/profd")
+    if isinstance(e, sqlite3.DatabaseError):
+        return (f"profd's state database {sd / 'profd.db'} cannot be used: {e}. It is not a profd database, or "
+                f"it is damaged. Move it away (`mv {sd / 'profd.db'} {sd / 'profd.db.bad'}`; profd then starts an "
+                f"empty one) or point PROFD_STATE_DIR at another directory{more}.")
+    if isinstance(e, OSError) and (sd.exists() and not sd.is_dir() or
+                                   any(p.exists() and not p.is_dir() for p in sd.parents)):
+        return (f"profd's state directory {sd} is not a directory ({e.strerror or e}). Move the file that is in "
+                f"the way, or point PROFD_STATE_DIR at a directory you own{more}.")
+    if isinstance(e, OSError) and e.filename and str(e.filename).startswith(str(sd)):
+        return (f"profd cannot use its state directory {sd}: {e.strerror or e} ({e.filename}). Check that it is "
+                f"yours, writable and not full, or point PROFD_STATE_DIR elsewhere{more}.")
+    return (f"profd failed inside itself: {type(e).__name__}: {e}. This is profd's fault, not your kernel's; "
+            f"please report it with the traceback{more}.")
 
 
 if __name__ == "__main__":

@@ -64,6 +64,107 @@ def from_dict(cls: type[T], data: dict[str, Any]) -> T:
     return cls(**kwargs)
 
 
+# --------------------------------------------------------------------------- typed settings
+# One set of type rules for every config table (profd.config, the LLM advisor's table): the
+# TOML file gives typed values, the environment gives strings; both end up as the field's type.
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+class SettingTypeError(ValueError):
+    """A value does not fit its setting's type; ``expected`` says the type in words."""
+
+    def __init__(self, expected: str) -> None:
+        super().__init__(expected)
+        self.expected = expected
+
+
+def setting_types(cls: type) -> dict[str, Any]:
+    """The annotated type of every field of the settings dataclass ``cls``."""
+    hints = get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+
+
+def describe_type(tp: Any) -> str:
+    """A setting's type in words, for error messages ("a whole number", "a list of strings")."""
+    origin, args = get_origin(tp), [a for a in get_args(tp) if a is not type(None)]
+    if origin in (list, tuple):
+        inner = describe_type(args[0]) if args else "value"
+        return "a list of " + {"a string": "strings", "a whole number": "whole numbers"}.get(inner, inner + "s")
+    if origin is dict:
+        return "a table"
+    if origin is not None and args:  # Optional[X]
+        return describe_type(args[0])
+    return {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}.get(tp, str(tp))
+
+
+def parse_setting(tp: Any, raw: Any, *, from_env: bool = False) -> Any:
+    """``raw`` as a value of type ``tp``; raises ``SettingTypeError`` when it is not one.
+
+    From the file the TOML type must fit (no "fast" for a number, no string for a list);
+    from the environment (``from_env``) the string is parsed: numbers, ``1/0/true/false/yes/no/on/off``,
+    lists split on ``,`` or ``:``, tables as JSON objects.
+    """
+    origin, args = get_origin(tp), [a for a in get_args(tp) if a is not type(None)]
+    if origin is not None and origin not in (list, tuple, dict) and args:  # Optional[X]
+        return parse_setting(args[0], raw, from_env=from_env)
+    want = describe_type(tp)
+    if origin in (list, tuple):
+        if from_env and isinstance(raw, str):
+            raw = [p.strip() for p in raw.replace(",", ":").split(":") if p.strip()]
+        if not isinstance(raw, (list, tuple)):
+            raise SettingTypeError(want)
+        try:
+            return [parse_setting(args[0] if args else Any, v, from_env=from_env) for v in raw]
+        except SettingTypeError:
+            raise SettingTypeError(want) from None
+    if origin is dict or tp is dict:
+        if from_env and isinstance(raw, str):
+            try:
+                raw = json.loads(raw)
+            except ValueError:
+                raise SettingTypeError(want + " (a JSON object in the environment)") from None
+        if not isinstance(raw, dict):
+            raise SettingTypeError(want)
+        return dict(raw)
+    if tp is bool:
+        if isinstance(raw, str) and from_env and raw.strip().lower() in _TRUE + _FALSE:
+            return raw.strip().lower() in _TRUE
+        if not isinstance(raw, bool):
+            raise SettingTypeError(want)
+        return raw
+    if tp is int or tp is float:
+        if from_env and isinstance(raw, str):
+            try:
+                raw = float(raw) if tp is float else int(raw.strip())
+            except ValueError:
+                raise SettingTypeError(want) from None
+        if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+            raise SettingTypeError(want)
+        if tp is int:
+            if isinstance(raw, float) and not raw.is_integer():
+                raise SettingTypeError(want)
+            return int(raw)
+        return float(raw)
+    if tp is str:
+        if not isinstance(raw, str):
+            raise SettingTypeError(want)
+        return raw
+    return raw
+
+
+def example_value(tp: Any, default: Any) -> Any:
+    """A value of type ``tp`` to show in an error message: the default when it says something."""
+    if default not in (None, "", [], {}) and not callable(default):
+        return default
+    origin, args = get_origin(tp), [a for a in get_args(tp) if a is not type(None)]
+    if origin in (list, tuple):
+        return [example_value(args[0], None)] if args else []
+    if origin is not None and origin is not dict and args:
+        return example_value(args[0], None)
+    return {bool: True, int: 1, float: 1.0, str: "text"}.get(tp, {})
+
+
 class JsonMixin:
     """``to_dict`` / ``to_json`` / ``from_dict`` for the dataclasses below."""
 

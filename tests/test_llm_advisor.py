@@ -401,7 +401,7 @@ def test_config_from_mapping():
         LLMConfig.from_mapping({"timeout": 3})
     with pytest.raises(LLMConfigError, match="timeout_s must be > 0"):
         LLMConfig.from_mapping({"timeout_s": 0})
-    with pytest.raises(LLMConfigError, match="expected a int"):
+    with pytest.raises(LLMConfigError, match="expected a whole number"):
         LLMConfig.from_mapping({"max_retries": "many"})
 
 

@@ -39,10 +39,16 @@ def test_notify_watchdog_reload_and_stop(tmp_path: Path) -> None:
     cfg = tmp_path / "config.toml"
     cfg.write_text(f'[watch]\ndirs = ["{a}"]\n[run]\ncounters = false\nwarm_worker = false\n')
     state = tmp_path / "state"
+    # The daemon's stdout/stderr is "the journal" here: a pipe whose identity JOURNAL_STREAM names,
+    # as systemd does for a service whose output goes to journald.
+    journal_r, journal_w = os.pipe()
+    st = os.fstat(journal_w)
     env = dict(os.environ, PROFD_STATE_DIR=str(state), NOTIFY_SOCKET=sock_path, WATCHDOG_USEC="1000000",
-               PYTHONUNBUFFERED="1")
+               PYTHONUNBUFFERED="1", JOURNAL_STREAM=f"{st.st_dev}:{st.st_ino}")
     d = subprocess.Popen([sys.executable, "-m", "profd.cli", "daemon", "--config", str(cfg)], env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                         stdout=journal_w, stderr=journal_w, text=True)
+    os.close(journal_w)
+    journal = os.fdopen(journal_r, encoding="utf-8", errors="replace")
     try:
         msgs = recv_all(sock, "READY=1", 60)
         ready = next(m for m in msgs if "READY=1" in m)
@@ -61,14 +67,41 @@ def test_notify_watchdog_reload_and_stop(tmp_path: Path) -> None:
             time.sleep(0.1)
         assert json.loads((state / "daemon.json").read_text())["watched"] == [str(a), str(b)]
         d.send_signal(signal.SIGTERM)
-        out, _ = d.communicate(timeout=30)
+        d.wait(timeout=30)
+        out = journal.read()
         assert d.returncode == 0
         assert any("STOPPING=1" in m for m in recv_all(sock, "STOPPING=1", 5))
-        # service mode logs carry journald priority prefixes
+        # on the journal, log lines carry journald priority prefixes
         assert "<6>" in out and "config reloaded" in out
     finally:
         if d.poll() is None:
             d.kill()
         sock.close()
+        journal.close()
         shutil.rmtree(a, ignore_errors=True)
         shutil.rmtree(b, ignore_errors=True)
+
+
+def test_daemon_by_hand_prints_no_journald_prefixes(tmp_path: Path) -> None:
+    """Run on a terminal (or a pipe that is not the journal), `profd daemon` prints plain log lines."""
+    a = Path(tempfile.mkdtemp(prefix="profd-svc-plain-", dir=Path.home()))
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f'[watch]\ndirs = ["{a}"]\n[run]\ncounters = false\nwarm_worker = false\n')
+    env = dict(os.environ, PROFD_STATE_DIR=str(tmp_path / "state"), PYTHONUNBUFFERED="1",
+               JOURNAL_STREAM="1:1")  # inherited from a systemd session, but names another stream
+    env.pop("NOTIFY_SOCKET", None)
+    d = subprocess.Popen([sys.executable, "-m", "profd.cli", "daemon", "--config", str(cfg)], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        end = time.monotonic() + 60
+        while time.monotonic() < end and not (tmp_path / "state" / "daemon.json").exists():
+            time.sleep(0.1)
+        time.sleep(0.5)
+        d.send_signal(signal.SIGTERM)
+        out, _ = d.communicate(timeout=30)
+    finally:
+        if d.poll() is None:
+            d.kill()
+        shutil.rmtree(a, ignore_errors=True)
+    assert "profd stopped" in out, out
+    assert not any(line.startswith("<") and line[1:2].isdigit() for line in out.splitlines()), out

@@ -32,12 +32,15 @@ DAY = 24 * 3600.0
 
 def targets_of(cfg: Config, store: Store) -> list[Path]:
     """Every kernel file under the watched directories, else every target with history."""
+    from profd.harness.recognise import not_a_target_reason
+
     found: list[Path] = []
     for d in cfg.watch.dirs:
         for root, dirs, files in os.walk(d):
             dirs[:] = [x for x in dirs if not x.startswith(".") and x != "__pycache__"]
             for f in sorted(files):
-                if not is_editor_temp(f) and any(fnmatch.fnmatch(f, p) for p in cfg.watch.patterns):
+                if not is_editor_temp(f) and any(fnmatch.fnmatch(f, p) for p in cfg.watch.patterns) \
+                        and not_a_target_reason(Path(root, f)) is None:  # helper modules are not targets
                     found.append(Path(root, f).resolve())
     if not found:
         found = [Path(t) for t in store.targets() if Path(t).exists()]
@@ -175,8 +178,35 @@ def deliver(rep: NightlyReport, cfg: Config) -> tuple[Path, str]:
     html, images = render_html(rep)
     msg = mail.build_message(rep, html, images, render_text(rep), mcfg)
     result = mail.send(msg, mcfg)
-    return where, ("mailed to " + ", ".join(mcfg.to)) if result.ok else f"mail failed (kept in the outbox, will "\
-        f"retry): {result.message}"
+    return where, ("mailed to " + ", ".join(mcfg.to)) if result.ok else f"mail failed: {result.message}"
+
+
+def retry_mail(cfg: Config, *, due_only: bool = False) -> str:
+    """Send what waits in the outbox (reports an earlier night failed to mail); a line saying what happened.
+
+    Called at the start of every nightly run (all kept messages) and by the daemon's timer
+    (``due_only``: those whose backoff has passed). Never raises; "" when there was nothing to do.
+    """
+    if not cfg.mail:
+        return ""
+    from profd.report import mail
+
+    if not mail.outbox_status().pending:
+        return ""
+    try:
+        mcfg = mail.MailConfig.from_mapping(cfg.mail)
+    except (ValueError, mail.MailConfigError) as e:
+        return f"outbox not retried: [mail] config is wrong: {e}"
+    results = mail.retry_outbox(mcfg, due_only=due_only)
+    sent = [r for r in results if r.ok]
+    failed = [r for r in results if not r.ok]
+    parts = []
+    if sent:
+        parts.append(f"outbox: sent {len(sent)} kept report(s) " + ", ".join(f"(after {r.attempts} attempts)"
+                                                                          for r in sent))
+    if failed:
+        parts.append(f"outbox: {len(failed)} report(s) still unsent: {failed[-1].message}")
+    return "; ".join(parts)
 
 
 def run_inline(cfg: Config, store: Store, *, has_gpu: bool, runner: Optional[harness.Runner] = None,
@@ -188,6 +218,9 @@ def run_inline(cfg: Config, store: Store, *, has_gpu: bool, runner: Optional[har
     on the executor ``cfg.executor`` names (every GPU: one target per slot at a
     time). ``on_done`` gets, per target, where it ran and how long it took."""
     started = time.time()
+    kept = retry_mail(cfg)  # last night's unsent report goes out before tonight's work
+    if kept:
+        say(f"nightly: {kept}")
     paths = targets or targets_of(cfg, store)
     if runner is not None:
         nights = []

@@ -59,11 +59,15 @@ def profile(path: Path, store: Store, *, counters: bool = False, full_set: bool 
 
     ``on_step`` is called as each stage finishes ("verdict", then "report") so that
     a watcher can show the quick verdict before the slower counter pass is done.
-    Raises Cancelled (storing nothing) when ``cancelled()`` turns true meanwhile. ``gpu_index`` is
-    the NVML index of the GPU the job runs on (its executor slot's; GPU 0 when not given), whose
-    clocks and other processes are recorded around the measurement.
+    Raises Cancelled (storing nothing) when ``cancelled()`` turns true meanwhile, and
+    ``NotATarget`` (storing nothing, running nothing) for a file that is no kernel target.
+    ``gpu_index`` is the NVML index of the GPU the job runs on (its executor slot's; GPU 0 when
+    not given), whose clocks and other processes are recorded around the measurement.
     """
+    from profd.harness.recognise import check_target
+
     path = Path(path).resolve()
+    check_target(path)
     before = _nvml_snapshot(gpu_index)
     m = harness.measure(path, timeout_s=timeout_s, force_cpu=force_cpu, runner=runner)
     if cancelled():

@@ -103,6 +103,13 @@ def _user_line(tb: Any, path: Path) -> Optional[int]:
     return line
 
 
+def syntax_error_text(e: SyntaxError) -> str:
+    """The user's file, line and caret -- without profd's and importlib's frames above them."""
+    import traceback
+
+    return "".join(traceback.format_exception_only(type(e), e))
+
+
 def import_file(path: Path) -> ModuleType:
     """Execute a target file as a fresh module; errors become TargetLoadError."""
     import traceback
@@ -125,7 +132,7 @@ def import_file(path: Path) -> ModuleType:
         raise TargetLoadError(
             f"{path.name}:{e.lineno}: syntax error: {e.msg}. Fix the line and save again.",
             line=e.lineno,
-            tb=traceback.format_exc(),
+            tb=syntax_error_text(e),
         ) from None
     except ImportError as e:
         raise TargetLoadError(

@@ -63,6 +63,8 @@ class MailConfig:
     ca_file: str = ""  # trust this CA bundle (a private CA) instead of the system's
     verify: bool = True  # False: skip certificate checks (a lab relay with a self-signed cert)
     helo_name: str = ""  # name sent in EHLO; default: this host's name
+    outbox_retry_s: float = 60.0  # the daemon retries a kept message after this, doubling per failure...
+    outbox_retry_max_s: float = 3600.0  # ...up to this
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> "MailConfig":
@@ -90,6 +92,8 @@ class MailConfig:
             cfg.timeout_s = float(cfg.timeout_s)
             cfg.retries = int(cfg.retries)
             cfg.retry_delay_s = float(cfg.retry_delay_s)
+            cfg.outbox_retry_s = float(cfg.outbox_retry_s)
+            cfg.outbox_retry_max_s = float(cfg.outbox_retry_max_s)
         except (TypeError, ValueError) as exc:
             raise MailConfigError(f"Bad value in the [mail] table: {exc}.") from None
         cfg.validate()
@@ -116,6 +120,13 @@ class MailConfig:
                                   "an environment variable) or password_file (a file with mode 0600).")
         if not 0 <= self.port <= 65535 or self.retries < 0 or self.timeout_s <= 0 or self.retry_delay_s < 0:
             raise MailConfigError("[mail] port must be 0-65535, retries and retry_delay_s >= 0, timeout_s > 0.")
+        if self.outbox_retry_s <= 0 or self.outbox_retry_max_s < self.outbox_retry_s:
+            raise MailConfigError("[mail] outbox_retry_s must be > 0 and outbox_retry_max_s >= outbox_retry_s "
+                                  "(e.g. outbox_retry_s = 60, outbox_retry_max_s = 3600).")
+
+    def backoff_s(self, attempts: int) -> float:
+        """How long a kept message waits before its next try, after ``attempts`` failed ones."""
+        return min(self.outbox_retry_s * 2 ** max(0, attempts - 1), self.outbox_retry_max_s)
 
     @property
     def effective_port(self) -> int:
@@ -401,9 +412,11 @@ def send(msg: EmailMessage, cfg: MailConfig, keep_in_outbox: bool = True,
     log.error("mail not sent: %s", result.message)
     if keep_in_outbox:
         try:
-            path = _outbox_put(msg, sender, rcpts, result, outbox)
+            wait = cfg.backoff_s(max(result.attempts, 1))
+            path = _outbox_put(msg, sender, rcpts, result, outbox, wait)
             result.outbox_path = str(path)
-            result.message += f" The message is kept in {path.parent} and will be sent again by `profd` later."
+            result.message += (f" The message is kept in {path.parent}; the running daemon retries it (first in "
+                               f"{wait:g} s, then less often), and so does the next `profd nightly`.")
         except Exception as exc:  # a full disk must not turn a mail failure into a crash
             result.message += f" It could not be kept in the outbox either ({type(exc).__name__}: {exc})."
     return result
@@ -441,14 +454,14 @@ def _caller_dir(path: Path) -> Path:
 
 
 def _outbox_put(msg: EmailMessage, sender: str, rcpts: list[str], result: SendResult,
-                outbox: Optional[Path]) -> Path:
+                outbox: Optional[Path], backoff: float) -> Path:
     box = _caller_dir(outbox) if outbox else outbox_dir()
     name = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:8]
     eml = box / f"{name}.eml"
     write_private(eml, msg.as_bytes(policy=email.policy.SMTP))
     _write_meta(eml, {"created_at": time.time(), "from": sender, "to": rcpts, "subject": str(msg["Subject"] or ""),
                       "attempts": result.attempts, "last_attempt_at": time.time(), "last_error": result.message,
-                      "last_kind": result.kind})
+                      "last_kind": result.kind, "next_attempt_at": time.time() + backoff})
     return eml
 
 
@@ -472,15 +485,26 @@ class OutboxStatus:
     last_attempt_at: Optional[float] = None
     oldest_at: Optional[float] = None
     directory: str = ""
+    attempts: int = 0  # send attempts so far, over every waiting message
+    next_attempt_at: Optional[float] = None  # when the daemon tries the earliest one again
+    last_delivered: Optional[dict[str, Any]] = None  # the latest message that left the outbox: subject, attempts, when
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
     def describe(self) -> str:
+        done = ""
+        if self.last_delivered:
+            d = self.last_delivered
+            done = (f"; last delivered from the outbox {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(d['delivered_at']))}"
+                    f" after {d['attempts']} attempt{'s' * (d['attempts'] != 1)}")
         if not self.pending:
-            return "mail outbox: empty"
-        return (f"mail outbox: {self.pending} unsent message{'s' * (self.pending != 1)} in {self.directory}; "
-                f"last error: {self.last_error or 'unknown'}")
+            return "mail outbox: empty" + done
+        when = (f"; next try {time.strftime('%H:%M:%S', time.localtime(self.next_attempt_at))}"
+                if self.next_attempt_at else "")
+        return (f"mail outbox: {self.pending} unsent message{'s' * (self.pending != 1)} in {self.directory} "
+                f"after {self.attempts} attempt{'s' * (self.attempts != 1)}{when}; last error: "
+                f"{self.last_error or 'unknown'}{done}")
 
 
 def outbox_status(outbox: Optional[Path] = None) -> OutboxStatus:
@@ -490,9 +514,40 @@ def outbox_status(outbox: Optional[Path] = None) -> OutboxStatus:
     metas = [_read_meta(p) for p in pending]
     latest = max(metas, key=lambda m: m.get("last_attempt_at") or 0, default={})
     created = [m["created_at"] for m in metas if m.get("created_at")]
+    nexts = [m["next_attempt_at"] for m in metas if m.get("next_attempt_at")]
     return OutboxStatus(pending=len(pending), last_error=latest.get("last_error", ""),
                         last_attempt_at=latest.get("last_attempt_at"), oldest_at=min(created) if created else None,
-                        directory=str(box))
+                        directory=str(box), attempts=sum(int(m.get("attempts", 0)) for m in metas),
+                        next_attempt_at=min(nexts) if nexts else None, last_delivered=_last_delivered(box))
+
+
+_SENT_LOG = "delivered.jsonl"  # one line per message that left the outbox, for status and evidence
+
+
+def _last_delivered(box: Path) -> Optional[dict[str, Any]]:
+    try:
+        lines = (box / _SENT_LOG).read_text(encoding="utf-8").splitlines()
+        return json.loads(lines[-1]) if lines else None
+    except (OSError, ValueError):
+        return None
+
+
+def delivered_log(outbox: Optional[Path] = None) -> list[dict[str, Any]]:
+    """Every message the outbox delivered (oldest first): subject, created_at, attempts, delivered_at."""
+    box = Path(outbox) if outbox else outbox_dir()
+    try:
+        return [json.loads(x) for x in (box / _SENT_LOG).read_text(encoding="utf-8").splitlines() if x.strip()]
+    except (OSError, ValueError):
+        return []
+
+
+def outbox_due(outbox: Optional[Path] = None, now: Optional[float] = None) -> bool:
+    """Is any kept message due for another try? (cheap: the daemon asks about once a second)"""
+    box = Path(outbox) if outbox else state_dir() / "outbox"
+    if not box.is_dir():
+        return False
+    now = time.time() if now is None else now
+    return any((_read_meta(p).get("next_attempt_at") or 0) <= now for p in box.glob("*.eml"))
 
 
 @contextlib.contextmanager
@@ -512,11 +567,13 @@ def _outbox_lock(box: Path) -> Iterator[bool]:
         os.close(fd)
 
 
-def retry_outbox(cfg: MailConfig, outbox: Optional[Path] = None) -> list[SendResult]:
+def retry_outbox(cfg: MailConfig, outbox: Optional[Path] = None, *, due_only: bool = False) -> list[SendResult]:
     """Try each unsent message once, oldest first; sent ones leave the outbox. Never raises.
 
     One attempt per message per call (the caller schedules the next call), so a dead server
-    costs one timeout per message, not the full retry budget.
+    costs one timeout per message, not the full retry budget. With ``due_only`` (the daemon's
+    timer) a message is tried only once its backoff (``MailConfig.backoff_s``) has passed;
+    the nightly run tries every message.
     """
     box = _caller_dir(outbox) if outbox else outbox_dir()
     results: list[SendResult] = []
@@ -525,6 +582,8 @@ def retry_outbox(cfg: MailConfig, outbox: Optional[Path] = None) -> list[SendRes
             return results
         for eml in sorted(box.glob("*.eml")):
             meta = _read_meta(eml)
+            if due_only and (meta.get("next_attempt_at") or 0) > time.time():
+                continue
             try:
                 msg = BytesParser(_class=EmailMessage, policy=email.policy.SMTP).parsebytes(eml.read_bytes())
                 cfg.validate()
@@ -538,12 +597,23 @@ def retry_outbox(cfg: MailConfig, outbox: Optional[Path] = None) -> list[SendRes
                                  f"{type(exc).__name__}: {exc}", kind="internal")
             res.outbox_path = str(eml)
             if res.ok:
+                attempts = int(meta.get("attempts", 0)) + max(res.attempts, 1)
+                res.attempts = attempts
+                with contextlib.suppress(OSError):
+                    line = json.dumps({"subject": meta.get("subject", ""), "created_at": meta.get("created_at"),
+                                       "attempts": attempts, "delivered_at": time.time()}) + "\n"
+                    fd = os.open(box / _SENT_LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+                    try:
+                        os.write(fd, line.encode("utf-8"))
+                    finally:
+                        os.close(fd)
                 eml.unlink(missing_ok=True)
                 eml.with_suffix(".json").unlink(missing_ok=True)
-                log.info("outbox: %s", res.message)
+                log.info("outbox: %s (after %d attempts)", res.message, attempts)
             else:
-                meta.update(attempts=int(meta.get("attempts", 0)) + max(res.attempts, 1), last_attempt_at=time.time(),
-                            last_error=res.message, last_kind=res.kind)
+                attempts = int(meta.get("attempts", 0)) + max(res.attempts, 1)
+                meta.update(attempts=attempts, last_attempt_at=time.time(), last_error=res.message,
+                            last_kind=res.kind, next_attempt_at=time.time() + cfg.backoff_s(attempts))
                 with contextlib.suppress(OSError):
                     _write_meta(eml, meta)
                 log.warning("outbox: %s still unsent: %s", eml.name, res.message)
@@ -552,4 +622,5 @@ def retry_outbox(cfg: MailConfig, outbox: Optional[Path] = None) -> list[SendRes
 
 
 __all__ = ["MailConfig", "MailConfigError", "SendResult", "OutboxStatus", "build_message", "send", "probe",
-           "retry_outbox", "outbox_status", "outbox_dir", "read_password_file", "SECURITY_MODES"]
+           "retry_outbox", "outbox_status", "outbox_dir", "outbox_due", "delivered_log", "read_password_file",
+           "SECURITY_MODES"]

@@ -99,6 +99,10 @@ class SlotView:
         multi = self._daemon.executor is not None and len(self._daemon.executor.slots()) > 1
         self._daemon.say(f"[{self.slot.id}] {text}" if multi else text)
 
+    def event(self, kind: str, text: str, **data: Any) -> None:
+        multi = self._daemon.executor is not None and len(self._daemon.executor.slots()) > 1
+        self._daemon.event(kind, f"[{self.slot.id}] {text}" if multi else text, slot=self.slot.id, **data)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._daemon, name)
 
@@ -119,9 +123,10 @@ class Daemon:
     """Watch directories, queue saves, run one job per slot (GPU) at a time, report each step."""
 
     def __init__(self, cfg: Config, *, service: bool = False, out: TextIO = sys.stdout,
-                 config_file: Optional[Path] = None, once: bool = False) -> None:
+                 config_file: Optional[Path] = None, once: bool = False, json_events: bool = False) -> None:
         self.cfg = cfg
         self.service = service
+        self.json_events = json_events  # `profd watch --json`: one JSON object per line on ``out``
         self.out = out
         self.config_file = config_file
         self.once = once  # exit when the queue is empty (tests, one-shot runs)
@@ -137,13 +142,22 @@ class Daemon:
         self.state = DaemonState(pid=os.getpid(), started_at=time.time(), mode="service" if service else "foreground",
                                  watched=list(cfg.watch.dirs), config_source=cfg.source)
         self.last_loop = time.monotonic()
+        self._outbox_thread: Optional[threading.Thread] = None
 
     # ------------------------------------------------------------------ output
 
     def say(self, text: str) -> None:
-        """A human line in the foreground; an info log line under systemd."""
+        """A human line in the foreground; an info log line under systemd; a JSON "message" line with --json."""
+        self.event("message", text)
+
+    def event(self, kind: str, text: str, **data: Any) -> None:
+        """Report one event: with ``json_events`` a JSON line ``{"event": kind, "text": ..., **data}``;
+        otherwise ``text`` as a human line (foreground) or log lines (service)."""
         with self._say_lock:  # slots are threads: keep each message's lines together
-            if self.service:
+            if self.json_events:
+                print(json.dumps({"event": kind, "at": round(time.time(), 3), "text": text.rstrip(), **data},
+                                 default=str), file=self.out, flush=True)
+            elif self.service:
                 for line in text.rstrip().splitlines():
                     log.info(line)
             else:
@@ -178,7 +192,8 @@ class Daemon:
         def on_change(path: Path, digest: str) -> None:
             job, created = queue.enqueue(path, JobKind.PROFILE, digest)
             if created:
-                self.say(f"saved: {path.name} -> job {job.id} queued")
+                self.event("saved", f"saved: {path.name} -> job {job.id} queued", path=str(path), job=job.id,
+                           content_hash=digest)
 
         w = self.cfg.watch
         self.watcher = Watcher(w.dirs, on_change, patterns=w.patterns, ignore=w.ignore,
@@ -331,16 +346,46 @@ class Daemon:
         self.say("profd stopped")
         return code
 
+    def _retry_outbox(self) -> None:
+        """Resend kept mail whose backoff has passed, on a thread: a dead SMTP server costs a
+        timeout, which must not stall the loop (nor the watchdog's keep-alives)."""
+        if not self.cfg.mail or (self._outbox_thread is not None and self._outbox_thread.is_alive()):
+            return
+        from profd.report.mail import outbox_due
+
+        try:
+            due = outbox_due()
+        except OSError:
+            return
+        if not due:
+            return
+
+        def work() -> None:
+            from profd.flow.nightly import retry_mail
+
+            try:
+                line = retry_mail(self.cfg, due_only=True)
+            except Exception as e:  # never let mail trouble reach the daemon
+                line = f"outbox retry failed inside profd: {type(e).__name__}: {e}"
+            if line:
+                self.say(line)
+
+        self._outbox_thread = threading.Thread(target=work, name="profd-outbox", daemon=True)
+        self._outbox_thread.start()
+
     def _loop(self, queue: JobQueue) -> int:
         """Hand queued jobs to free slots until stopped (or, with ``once``, until all is done)."""
         ex = self.executor
         assert ex is not None
-        last_state = 0.0
+        last_state = last_outbox = 0.0
         notes_seen: set[tuple[str, str]] = set()
         while not self.stop_requested.is_set():
             self.last_loop = time.monotonic()
             if self.reload_requested.is_set():
                 self._reload(queue.store)
+            if time.monotonic() - last_outbox > 1.0:
+                last_outbox = time.monotonic()
+                self._retry_outbox()
             changed = False
             for slot in ex.free_slots():
                 # claim() is one transaction: the job is this slot's, recorded in jobs.worker.

@@ -39,6 +39,8 @@ class Worker:
             self.queue.finish(job, JobState.DONE, "the file no longer exists (deleted or renamed before its turn)")
             self.daemon.say(f"skipped job {job.id}: {path.name} was deleted or renamed")
             return
+        from profd.harness.recognise import NotATarget
+
         try:
             if job.kind == JobKind.PROFILE:
                 self._profile(job, path)
@@ -48,6 +50,10 @@ class Worker:
                 from profd.flow.nightly import nightly_job
 
                 nightly_job(self, job, path)
+        except NotATarget as e:  # a helper module beside the kernels: nothing to measure, nothing stored
+            self.queue.finish(job, JobState.DONE, "not a kernel target")
+            self.daemon.event("skipped", f"skipped {path.name}: {str(e).split('. ')[0]}", path=str(path), job=job.id,
+                              reason=str(e))
         except Cancelled:
             if self._stopping():
                 self.queue.requeue(job, "abandoned at shutdown; will re-run")
@@ -100,9 +106,15 @@ class Worker:
                 gone = "" if path.exists() or not res.measurement.content_hash else (
                     f" ({path.name} was deleted or renamed while it was measured: this is the result for the "
                     "content it had when the run started)")
-                self.daemon.say(quick_line(res) + gone)
+                m = res.measurement
+                t = m.timing
+                self.daemon.event("verdict", quick_line(res) + gone, path=str(path), job=job.id, run_id=res.run_id,
+                                  status=m.verdict.status.value, correct=m.correct, line=m.verdict.line,
+                                  message=m.verdict.message, median_ms=t.median_ms if t else None,
+                                  spread_pct=t.spread_pct if t else None,
+                                  device=m.device.name if m.device else None)
             elif step == "report" and res.counters is not None:
-                self.daemon.say(res.report)
+                self.daemon.event("report", res.report, path=str(path), job=job.id, run_id=res.run_id)
 
         res = profile(path, self.store, counters=cfg.counters and self.has_gpu, full_set=cfg.full_set,
                       timeout_s=cfg.timeout_s, force_cpu=cfg.force_cpu, runner=self.daemon.runner,

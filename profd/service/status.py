@@ -102,7 +102,14 @@ def render(data: dict[str, Any]) -> str:
             lines.append(f"  {Path(r['target']).name:30} {r['status']:14} {t:>12}  {r['device'] or ''}")
     mail = data.get("mail")
     if mail and mail.get("pending"):
-        lines.append(f"mail: {mail['pending']} report(s) not sent; last error: {mail.get('last_error', '')}")
+        nxt = mail.get("next_attempt_at")
+        when = f"; next try at {time.strftime('%H:%M:%S', time.localtime(nxt))}" if nxt else ""
+        lines.append(f"mail: {mail['pending']} report(s) not sent after {mail.get('attempts', 0)} attempt(s){when}; "
+                     f"last error: {mail.get('last_error', '')}")
+    if mail and mail.get("last_delivered"):
+        d = mail["last_delivered"]
+        lines.append(f"mail: last kept report delivered {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(d['delivered_at']))}"
+                     f" after {d['attempts']} attempt(s)")
     return "\n".join(lines)
 
 

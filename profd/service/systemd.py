@@ -37,9 +37,24 @@ class JournalFormatter(logging.Formatter):
         return "\n".join(f"<{prio}>{line}" for line in super().format(record).splitlines())
 
 
+def stderr_is_journal() -> bool:
+    """Is stderr connected to journald? systemd says so in ``JOURNAL_STREAM`` (device:inode of that stream)."""
+    stream = os.environ.get("JOURNAL_STREAM", "")
+    try:
+        dev, ino = (int(x) for x in stream.split(":"))
+        st = os.fstat(sys.stderr.fileno())
+    except (ValueError, OSError, AttributeError):
+        return False
+    return (st.st_dev, st.st_ino) == (dev, ino)
+
+
 def setup_logging(service: bool, verbose: bool = False) -> None:
+    """Log lines on stderr: journald's ``<N>`` priority prefixes when stderr is the journal, else plain.
+
+    ``service`` (``profd daemon``) alone does not add prefixes: run by hand on a terminal it
+    would print ``<6>`` before every line."""
     handler = logging.StreamHandler(sys.stderr)
-    if service or os.environ.get("JOURNAL_STREAM"):
+    if stderr_is_journal():
         handler.setFormatter(JournalFormatter("%(name)s: %(message)s"))
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
