@@ -160,7 +160,17 @@ def load(path: Optional[Path] = None, env: Optional[dict[str, str]] = None) -> C
                     setattr(obj, name, _coerce(getattr(obj, name), raw))
                 except ValueError:
                     raise ConfigError(f"{key}={raw!r}: expected a {type(getattr(obj, name)).__name__}.") from None
-        elif section in ("llm", "mail", "executor") and name not in _SECRET_KEYS:
+        elif section in ("llm", "mail", "executor") and (name in _SECRET_KEYS or name in ("key", "pass")):
+            # A secret set as a PROFD_* override: the environment is to blame, not the config file.
+            if key in ("PROFD_LLM_API_KEY", "PROFD_SMTP_PASSWORD"):
+                continue  # the default secret variables themselves, read where they are used
+            raise ConfigError(
+                f"the environment variable {key} looks like a secret passed as a [{section}] setting, which profd "
+                f"never reads that way (so it is ignored, and the value would go nowhere). Put the "
+                f"{'key' if section == 'llm' else 'password'} in {'PROFD_LLM_API_KEY' if section == 'llm' else 'PROFD_SMTP_PASSWORD'}"
+                f" (or the variable your config names with {'api_key_env' if section == 'llm' else 'password_env'}) "
+                f"and unset {key}.")
+        elif section in ("llm", "mail", "executor"):
             getattr(cfg, section)[name] = raw
     cfg.watch.dirs = [str(Path(d).expanduser()) for d in cfg.watch.dirs]
     return cfg

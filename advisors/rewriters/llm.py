@@ -232,6 +232,12 @@ class LLMAdvisor:
         self._client = client
         supplied_key = getattr(client, "api_key", None)
         self._secrets = [k for k in (self._key, supplied_key) if isinstance(k, str) and len(k) >= 4]
+        from profd import secrets
+
+        secrets.register(*self._secrets)
+        if env is None and self._key_source:
+            # This process forks candidates: once read, the key leaves its environment (by any name).
+            secrets.forget_env([self._key_source])
         self.last_errors: list[str] = []
         self.last_calls: list[LLMCall] = []
         self.total_tokens_in = 0
@@ -272,7 +278,8 @@ class LLMAdvisor:
             want = min(per_call, n - len(out))
             if want <= 0:
                 break
-            messages = build_messages(ctx, want, self.config, pending=out)
+            messages = [{**msg, "content": self._redact(msg["content"])}
+                        for msg in build_messages(ctx, want, self.config, pending=out)]
             call = LLMCall(prompt=self._redact(render_messages(messages)))
             self.last_calls.append(call)
             try:
@@ -452,9 +459,12 @@ class LLMAdvisor:
     # ------------------------------------------------------------------ secrets
 
     def _redact(self, text: str) -> str:
-        """Remove the API key (and any bearer token) from text we record or log."""
+        """Remove the API key, every secret profd knows, and bearer tokens from text we record, log or send."""
+        from profd import secrets
+
         for secret in self._secrets:
             text = text.replace(secret, "[redacted]")
+        text = secrets.redact(text)
         return re.sub(r"(?i)(bearer\s+)[^\s\"']+", r"\1[redacted]", text)
 
     def _error(self, message: str) -> str:
@@ -521,7 +531,25 @@ def _read_completion(data: Any) -> tuple[str, str, dict[str, Any]]:
     if isinstance(content, list):  # content parts
         content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
     usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
-    return str(content or ""), str(choice.get("finish_reason") or ""), usage
+    return sanitize_text(str(content or "")), sanitize_text(str(choice.get("finish_reason") or "")), usage
+
+
+#: Marks the place of text a reply carried that is not valid Unicode (a lone surrogate).
+INVALID_TEXT = "\ufffd"
+
+
+def sanitize_text(text: str) -> str:
+    """``text`` with lone surrogates (valid JSON escapes, invalid Unicode) replaced by U+FFFD.
+
+    Such text cannot be encoded as UTF-8: stored as is, it crashed the SQLite insert."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        fixed = "".join(INVALID_TEXT if 0xD800 <= ord(ch) <= 0xDFFF else ch for ch in text)
+        n = sum(1 for ch in text if 0xD800 <= ord(ch) <= 0xDFFF)
+        log.warning("the LLM reply held %d invalid character(s) (lone surrogates); replaced by U+FFFD", n)
+        return fixed
 
 
 # --------------------------------------------------------------------------- prompt

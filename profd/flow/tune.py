@@ -291,7 +291,7 @@ def _record(store: Store, session: int, path: Path, cand: Candidate, v: Candidat
         (session, str(path), cand.id, cand.advisor, redact(cand.rationale), json.dumps(cand.params, default=str),
          str(src_path), redact(cand.diff), int(v.accepted), redact(v.reason), m.verdict.status.value if m else None,
          t.median_ms if t else None, t.spread_pct if t else None,
-         (base.timing.median_ms / t.median_ms) if (t and base.timing) else None, time.time(), llm))
+         (base.timing.median_ms / t.median_ms) if (t and base.timing and t.median_ms) else None, time.time(), llm))
 
 
 def _close(store: Store, r: TuneResult) -> None:
