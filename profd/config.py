@@ -295,8 +295,16 @@ def _apply_env(cfg: Config, env: dict[str, str]) -> None:
         section, _, key = var[len("PROFD_"):].lower().partition("_")
         if section not in SECTIONS or not key:
             continue  # PROFD_STATE_DIR, PROFD_CONFIG, PROFD_SANDBOX, ...: not config settings
-        if key in _SECRET_KEYS:
-            continue
+        if key in _SECRET_KEYS or key == "pass":
+            if var in ("PROFD_LLM_API_KEY", "PROFD_SMTP_PASSWORD"):
+                continue  # the default secret variables themselves, read where they are used
+            # A secret set as a PROFD_* override: the environment is to blame, not the config file.
+            raise ConfigError(
+                f"the environment variable {var} looks like a secret passed as a [{section}] setting, which profd "
+                f"never reads that way (so it is ignored, and the value would go nowhere). Put the "
+                f"{'key' if section == 'llm' else 'password'} in "
+                f"{'PROFD_LLM_API_KEY' if section == 'llm' else 'PROFD_SMTP_PASSWORD'} (or the variable your config "
+                f"names with {'api_key_env' if section == 'llm' else 'password_env'}) and unset {var}.")
         _set(cfg, section, key, check_setting(section, key, env[var], _Origin(None, var)))
 
 

@@ -492,6 +492,7 @@ class CandidateVerdict(JsonMixin):
     reason: str
     measurement: Optional[Measurement] = None
     speedup: Optional[float] = None  # baseline median / candidate median
+    confirmed: bool = False  # re-timed and re-checked in fresh processes on fresh inputs (profd apply needs it)
 
 
 # --------------------------------------------------------------------------- jobs

@@ -33,6 +33,25 @@ class Applied:
     diff: str
 
 
+def _require_confirmed(source_path: Path, source: str, cand_id: str) -> None:
+    """Refuse a candidate the judge did not confirm in fresh processes on fresh inputs (issue #14)."""
+    import json
+
+    from profd.flow.tune import source_sha256
+
+    try:
+        record = json.loads((source_path.parent / "verdict.json").read_text())
+    except (OSError, ValueError):
+        record = {}
+    if not record.get("confirmed"):
+        raise ApplyError(f"candidate {cand_id} was not confirmed by profd's judge (re-timed and re-checked against "
+                         "the reference in a fresh process on fresh inputs), so profd will not write it into your "
+                         "file. It was probably kept by an older profd: run `profd tune` again.")
+    if record.get("source_sha256") != source_sha256(source):
+        raise ApplyError(f"candidate {cand_id}'s source in the state directory is not the source the judge "
+                         "confirmed (its digest differs); profd will not apply it. Run `profd tune` again.")
+
+
 def apply_best(path: Path, store: Store, *, force: bool = False, session_id: Optional[int] = None) -> Applied:
     """Write the best candidate of the latest (or given) tuning session into ``path``."""
     path = Path(path).resolve()
@@ -52,6 +71,7 @@ def apply_best(path: Path, store: Store, *, force: bool = False, session_id: Opt
                          "overwrite your newer edits. Tune again, or pass --force to replace the file anyway "
                          "(a backup is kept).")
     new = Path(cand["source_path"]).read_text()
+    _require_confirmed(Path(cand["source_path"]), new, cand["candidate_id"])
     stamp = time.strftime("%Y%m%d-%H%M%S")
     backup = path.with_name(f"{path.name}.profd-{stamp}.bak")
     shutil.copy2(path, backup)

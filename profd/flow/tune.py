@@ -79,6 +79,13 @@ def beats(best: Timing, cand: Timing) -> tuple[bool, float]:
     return cand.median_ms < best.median_ms * (1.0 - noise / 100.0), noise
 
 
+def source_sha256(source: str) -> str:
+    """The digest ``profd apply`` checks a kept candidate's file against."""
+    import hashlib
+
+    return hashlib.sha256(source.encode("utf-8", "replace")).hexdigest()
+
+
 def _target_key(path: Path) -> str:
     return f"{path.stem}-{source_digest(str(path))[:8]}"
 
@@ -131,7 +138,7 @@ def tune(path: Path, store: Store, *, budget: int = 24, time_budget_s: Optional[
          advisors: Optional[list[Advisor]] = None, runner: Optional[harness.Runner] = None,
          counters: bool = False, force_cpu: bool = False, timeout_s: float = 120.0, kind: str = "tune",
          progress: Optional[Progress] = None, should_stop: Callable[[], bool] = lambda: False,
-         device_spec: Any = None, batch: int = 2) -> TuneResult:
+         device_spec: Any = None, batch: int = 2, allow_fallback: bool = False) -> TuneResult:
     """Tune ``path`` with ``budget`` candidates (and optionally a time budget)."""
     from advisors.rewriters.deterministic import DeterministicAdvisor
     from profd.flow.profile import profile
@@ -155,7 +162,33 @@ def tune(path: Path, store: Store, *, budget: int = 24, time_budget_s: Optional[
         result.stopped = f"the original is not correct ({m0.verdict.status.value}): fix it before tuning"
         _close(store, result)
         return result
-    best_timing: Timing = m0.timing
+    from profd.flow.judge import Judge
+
+    judge = Judge(path, force_cpu=force_cpu, timeout_s=timeout_s, allow_fallback=allow_fallback)
+    try:
+        _loop(path, store, result, judge, session, m0, base, original, t0, budget=budget, time_budget_s=time_budget_s,
+              advisors=advisors, progress=progress, should_stop=should_stop, device_spec=device_spec, batch=batch)
+    except BaseException as e:
+        result.stopped = result.stopped or f"stopped by {type(e).__name__}"
+        raise
+    finally:
+        # The session is closed whatever happened (a crash, Ctrl-C): never left open in the store.
+        judge.close()
+        _close(store, result)
+    return result
+
+
+def _loop(path: Path, store: Store, result: TuneResult, judge: Any, session: int, m0: Measurement, base: Any,
+          original: str, t0: float, *, budget: int, time_budget_s: Optional[float], advisors: list[Advisor],
+          progress: Optional[Progress], should_stop: Callable[[], bool], device_spec: Any, batch: int) -> None:
+    """The propose-judge loop of :func:`tune`; fills ``result``."""
+    judged = judge.baseline()
+    if not judged.measurement.correct or judged.measurement.timing is None:
+        result.stopped = (f"the original did not pass profd's judge ({judged.measurement.verdict.status.value}: "
+                          f"{judged.measurement.verdict.message}); fix it before tuning")
+        return
+    result.baseline_ms = result.best_ms = judged.measurement.timing.median_ms
+    best_timing: Timing = judged.measurement.timing
     ctx = TuneContext(path=str(path), original_source=original, best_source=original,
                       best_median_ms=best_timing.median_ms, findings=list(base.findings), report=base.report,
                       device_spec=device_spec, budget_left=budget)
@@ -203,7 +236,7 @@ def tune(path: Path, store: Store, *, budget: int = 24, time_budget_s: Optional[
                 break
             if not cand.diff:
                 cand.diff = unified_diff(original, cand.source, path.name)
-            verdict = _judge(path, cand, best_timing, ctx, runner=runner, timeout_s=timeout_s, force_cpu=force_cpu)
+            verdict, _cause = judge.evaluate(cand, best_timing, ctx)
             result.evaluated += 1
             ctx.history.append(Attempt(cand, verdict))
             _record(store, session, path, cand, verdict, m0)
@@ -234,37 +267,6 @@ def tune(path: Path, store: Store, *, budget: int = 24, time_budget_s: Optional[
         result.patch_path = str(write_private(patch, unified_diff(original, result.best_source, path.name)))
     for adv in advisors:
         result.notes += [n for n in getattr(adv, "notes", []) if n not in result.notes]
-    _close(store, result)
-    return result
-
-
-def _judge(path: Path, cand: Candidate, best: Timing, ctx: TuneContext, *, runner: Optional[harness.Runner],
-           timeout_s: float, force_cpu: bool) -> CandidateVerdict:
-    """Verify and time a candidate; accept only a confirmed win beyond noise."""
-    m = _measure_source(path, cand, runner=runner, timeout_s=timeout_s, force_cpu=force_cpu)
-    if not m.correct:
-        return CandidateVerdict(cand.id, False, f"incorrect: {m.verdict.status.value}: {m.verdict.message}", m)
-    if m.timing is None:
-        return CandidateVerdict(cand.id, False, "correct but not timed", m)
-    speed = best.median_ms / m.timing.median_ms if m.timing.median_ms else None
-    win, noise = beats(best, m.timing)
-    if not win:
-        return CandidateVerdict(cand.id, False, f"correct; {m.timing.median_ms:.4g} ms vs best {best.median_ms:.4g} "
-                                f"ms ({speed:.3f}x) is within the {noise:.1f}% noise or slower", m, speed)
-    # Confirm with an independent A/B pair: timing noise must not make a winner.
-    best_cand = Candidate(id="best-recheck", source=ctx.best_source, advisor="recheck", rationale="")
-    b2 = _measure_source(path, best_cand, runner=runner, timeout_s=timeout_s, force_cpu=force_cpu, trials=1)
-    c2 = _measure_source(path, cand, runner=runner, timeout_s=timeout_s, force_cpu=force_cpu, trials=1)
-    if not (b2.timing and c2.timing and c2.correct):
-        return CandidateVerdict(cand.id, False, "the confirmation run failed", m, speed)
-    win2, noise2 = beats(b2.timing, c2.timing)
-    if not win2:
-        return CandidateVerdict(cand.id, False, f"looked {speed:.3f}x faster but the A/B re-check did not confirm it "
-                                f"({c2.timing.median_ms:.4g} vs {b2.timing.median_ms:.4g} ms, noise {noise2:.1f}%)",
-                                m, speed)
-    return CandidateVerdict(cand.id, True, f"correct and {speed:.3f}x faster than the best so far "
-                            f"({m.timing.median_ms:.4g} vs {best.median_ms:.4g} ms; noise {noise:.1f}%; "
-                            f"confirmed {b2.timing.median_ms / c2.timing.median_ms:.3f}x)", m, speed)
 
 
 def _record(store: Store, session: int, path: Path, cand: Candidate, v: CandidateVerdict, base: Measurement) -> None:
@@ -277,17 +279,21 @@ def _record(store: Store, session: int, path: Path, cand: Candidate, v: Candidat
     if records_llm_exchange(cand.advisor):
         llm = json.dumps({"prompt": cand.prompt, "response": cand.response, "tokens_in": cand.tokens_in,
                           "tokens_out": cand.tokens_out, "latency_s": cand.latency_s, "cost_usd": cand.cost_usd})
+    from profd.secrets import redact, redact_tree
+
+    llm = redact(llm)
     write_private(src_path.parent / "verdict.json",
-                  json.dumps({"candidate": {k: v2 for k, v2 in cand.to_dict().items() if k != "source"},
-                              "verdict": v.to_dict()}, default=str))
+                  json.dumps(redact_tree({"candidate": {k: v2 for k, v2 in cand.to_dict().items() if k != "source"},
+                                          "verdict": v.to_dict(), "confirmed": v.confirmed,
+                                          "source_sha256": source_sha256(cand.source)}), default=str))
     store.db.execute(
         "INSERT INTO candidates (session_id, target, candidate_id, advisor, rationale, params, source_path, diff, "
         "accepted, reason, status, median_ms, spread_pct, speedup, created_at, llm) "
         "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-        (session, str(path), cand.id, cand.advisor, cand.rationale, json.dumps(cand.params, default=str),
-         str(src_path), cand.diff, int(v.accepted), v.reason, m.verdict.status.value if m else None,
+        (session, str(path), cand.id, cand.advisor, redact(cand.rationale), json.dumps(cand.params, default=str),
+         str(src_path), redact(cand.diff), int(v.accepted), redact(v.reason), m.verdict.status.value if m else None,
          t.median_ms if t else None, t.spread_pct if t else None,
-         (base.timing.median_ms / t.median_ms) if (t and base.timing) else None, time.time(), llm))
+         (base.timing.median_ms / t.median_ms) if (t and base.timing and t.median_ms) else None, time.time(), llm))
 
 
 def _close(store: Store, r: TuneResult) -> None:

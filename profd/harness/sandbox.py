@@ -299,3 +299,192 @@ def sandbox_child(target: str | Path, result_path: str | Path, extra_protect: It
         warnings.append(f"sandbox {desc}. The kernel ran without write restrictions: it could have modified "
                         "files outside its scratch directory, your sources included.")
     return desc, warnings
+
+
+# --------------------------------------------------------------------------- candidate confinement (issue #14)
+#
+# Landlock above restricts writes. A candidate (untrusted code) is confined further:
+# * reads: a second Landlock layer handles READ_FILE/READ_DIR and allows them everywhere
+#   except /proc, where only this process's own directory and a few system-wide files
+#   stay readable: no other process's /proc/<pid>/environ, mem, cmdline;
+# * seccomp (a small classic-BPF filter, built here with ctypes: no dependency) refuses
+#   with EPERM: IPv4/IPv6/packet sockets (no network), kill/tgkill on anything but this
+#   process or its own group, tkill, ptrace, process_vm_*, pidfd signals, setsid/setpgid
+#   (so the whole group stays killable), io_uring (it would bypass the filter), and every
+#   metadata change (chmod, chown, utime*, xattrs), which Landlock does not cover.
+
+PR_SET_SECCOMP = 22
+SECCOMP_MODE_FILTER = 2
+SECCOMP_RET_ALLOW = 0x7FFF0000
+SECCOMP_RET_ERRNO = 0x00050000
+AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
+# BPF opcodes
+_LD_W_ABS, _JEQ_K, _RET_K = 0x20, 0x15, 0x06
+_JGE_K = 0x35
+
+#: Syscall numbers refused outright, per architecture.
+_DENY = {
+    "x86_64": {"chmod": 90, "fchmod": 91, "fchmodat": 268, "fchmodat2": 452, "chown": 92, "fchown": 93,
+               "lchown": 94, "fchownat": 260, "utime": 132, "utimes": 235, "utimensat": 280, "futimesat": 261,
+               "setxattr": 188, "lsetxattr": 189, "fsetxattr": 190, "removexattr": 197, "lremovexattr": 198,
+               "fremovexattr": 199, "tkill": 200, "ptrace": 101, "process_vm_readv": 310,
+               "process_vm_writev": 311, "pidfd_send_signal": 424, "pidfd_open": 434, "pidfd_getfd": 438,
+               "io_uring_setup": 425, "setsid": 112, "setpgid": 109},
+    "aarch64": {"fchmod": 52, "fchmodat": 53, "fchmodat2": 452, "fchownat": 54, "fchown": 55, "utimensat": 88,
+                "setxattr": 5, "lsetxattr": 6, "fsetxattr": 7, "removexattr": 14, "lremovexattr": 15,
+                "fremovexattr": 16, "tkill": 130, "ptrace": 117, "process_vm_readv": 270,
+                "process_vm_writev": 271, "pidfd_send_signal": 424, "pidfd_open": 434, "pidfd_getfd": 438,
+                "io_uring_setup": 425, "setsid": 157, "setpgid": 154},
+}
+_KILL = {"x86_64": (62, 234), "aarch64": (129, 131)}  # kill, tgkill
+_SOCKET = {"x86_64": 41, "aarch64": 198}
+_NET_FAMILIES = (2, 10, 17)  # AF_INET, AF_INET6, AF_PACKET
+
+
+class _SockFilter(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_uint16), ("filter", ctypes.POINTER(_SockFilter))]
+
+
+def _arch() -> str:
+    return os.uname().machine
+
+
+def _seccomp_program(pid: int) -> list[tuple[int, int, int, int]]:
+    """The BPF program: (code, jt, jf, k) tuples. Offsets into seccomp_data: nr 0, arch 4, args 16+8i."""
+    arch = _arch()
+    eperm = SECCOMP_RET_ERRNO | errno.EPERM
+    kill_nr, tgkill_nr = _KILL[arch]
+    own = [pid & 0xFFFFFFFF, (-pid) & 0xFFFFFFFF, 0]
+    prog: list[tuple[int, int, int, int]] = [
+        (_LD_W_ABS, 0, 0, 4),
+        (_JEQ_K, 1, 0, AUDIT_ARCH[arch]),
+        (_RET_K, 0, 0, eperm),  # a foreign ABI (x32, i386 via int 0x80): refuse everything
+        (_LD_W_ABS, 0, 0, 0),
+    ]
+    if arch == "x86_64":
+        prog += [(_JGE_K, 0, 1, 0x40000000), (_RET_K, 0, 0, eperm)]  # x32 syscalls
+    for nr in _DENY[arch].values():
+        prog += [(_JEQ_K, 0, 1, nr), (_RET_K, 0, 0, eperm)]
+    # kill(pid, sig) and tgkill(tgid, tid, sig): arg 0 must be this process, its group or 0.
+    for nr in (kill_nr, tgkill_nr):
+        prog += [(_JEQ_K, 0, 2 + 2 * len(own) + 1, nr), (_LD_W_ABS, 0, 0, 16)]
+        for v in own:
+            prog += [(_JEQ_K, 0, 1, v), (_RET_K, 0, 0, SECCOMP_RET_ALLOW)]
+        prog += [(_RET_K, 0, 0, eperm), (_LD_W_ABS, 0, 0, 0)]
+    # socket(family, ...): no IP or packet sockets. AF_UNIX stays (Python and CUDA use it locally).
+    prog += [(_JEQ_K, 0, 1 + 2 * len(_NET_FAMILIES) + 1, _SOCKET[arch]), (_LD_W_ABS, 0, 0, 16)]
+    for fam in _NET_FAMILIES:
+        prog += [(_JEQ_K, 0, 1, fam), (_RET_K, 0, 0, eperm)]
+    prog += [(_RET_K, 0, 0, SECCOMP_RET_ALLOW)]
+    prog += [(_RET_K, 0, 0, SECCOMP_RET_ALLOW)]
+    return prog
+
+
+def apply_seccomp(pid: Optional[int] = None) -> str:
+    """Install the candidate filter on this process (and all it starts); never raises.
+
+    Returns "seccomp: ..." or "unavailable: <reason>". Requires NO_NEW_PRIVS (set here)."""
+    if os.environ.get("PROFD_SANDBOX", "").strip().lower() in ("0", "off", "no", "false"):
+        return "unavailable: disabled by PROFD_SANDBOX=off"
+    arch = _arch()
+    if arch not in AUDIT_ARCH:
+        return f"unavailable: no seccomp table for {arch}"
+    try:
+        prog = _seccomp_program(pid or os.getpid())
+        arr = (_SockFilter * len(prog))(*[_SockFilter(c, jt, jf, k) for c, jt, jf, k in prog])
+        fprog = _SockFprog(len(prog), ctypes.cast(arr, ctypes.POINTER(_SockFilter)))
+        libc = _libc()
+        if libc.prctl(ctypes.c_int(PR_SET_NO_NEW_PRIVS), ctypes.c_ulong(1), ctypes.c_ulong(0), ctypes.c_ulong(0),
+                      ctypes.c_ulong(0)) != 0:
+            return f"unavailable: prctl(PR_SET_NO_NEW_PRIVS): {os.strerror(ctypes.get_errno())}"
+        if libc.prctl(ctypes.c_int(PR_SET_SECCOMP), ctypes.c_ulong(SECCOMP_MODE_FILTER), ctypes.byref(fprog),
+                      ctypes.c_ulong(0), ctypes.c_ulong(0)) != 0:
+            return f"unavailable: prctl(PR_SET_SECCOMP): {os.strerror(ctypes.get_errno())}"
+    except Exception as e:
+        return f"unavailable: {type(e).__name__}: {e}"
+    return "seccomp: no network sockets, signals only to its own group, no ptrace, no metadata changes"
+
+
+#: /proc entries every process may read (system-wide information, no other process's data).
+_PROC_SHARED = ("cpuinfo", "meminfo", "stat", "loadavg", "uptime", "version", "filesystems", "sys", "driver",
+                "devices", "mounts", "self/mounts")
+
+
+def apply_read_restriction() -> str:
+    """A second Landlock layer: reads allowed everywhere but other processes' /proc entries."""
+    if os.environ.get("PROFD_SANDBOX", "").strip().lower() in ("0", "off", "no", "false"):
+        return "unavailable: disabled by PROFD_SANDBOX=off"
+    abi, why = landlock_abi()
+    if abi <= 0:
+        return f"unavailable: {why}"
+    libc = _libc()
+    access = ACCESS_FS_READ_FILE | ACCESS_FS_READ_DIR
+    attr = _RulesetAttr(handled_access_fs=access)
+    fd = libc.syscall(ctypes.c_long(SYS_LANDLOCK_CREATE_RULESET), ctypes.byref(attr),
+                      ctypes.c_size_t(ctypes.sizeof(attr)), ctypes.c_uint32(0))
+    if fd < 0:
+        return f"unavailable: landlock_create_ruleset: {os.strerror(ctypes.get_errno())}"
+    try:
+        roots = [os.path.join("/", n) for n in os.listdir("/") if n != "proc"]
+        roots += [f"/proc/{os.getpid()}"] + [os.path.join("/proc", n) for n in _PROC_SHARED]
+        for root in roots:
+            try:
+                pfd = os.open(root, os.O_PATH | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                allowed = access if os.path.isdir(root) else ACCESS_FS_READ_FILE
+                rule = _PathBeneathAttr(allowed_access=allowed, parent_fd=pfd)
+                libc.syscall(ctypes.c_long(SYS_LANDLOCK_ADD_RULE), ctypes.c_int(fd),
+                             ctypes.c_int(LANDLOCK_RULE_PATH_BENEATH), ctypes.byref(rule), ctypes.c_uint32(0))
+            finally:
+                os.close(pfd)
+        if libc.prctl(ctypes.c_int(PR_SET_NO_NEW_PRIVS), ctypes.c_ulong(1), ctypes.c_ulong(0), ctypes.c_ulong(0),
+                      ctypes.c_ulong(0)) != 0:
+            return f"unavailable: prctl(PR_SET_NO_NEW_PRIVS): {os.strerror(ctypes.get_errno())}"
+        if libc.syscall(ctypes.c_long(SYS_LANDLOCK_RESTRICT_SELF), ctypes.c_int(fd), ctypes.c_uint32(0)) < 0:
+            return f"unavailable: landlock_restrict_self: {os.strerror(ctypes.get_errno())}"
+    finally:
+        os.close(fd)
+    return "landlock: other processes' /proc entries unreadable"
+
+
+def confine_candidate() -> dict[str, str]:
+    """Everything beyond the write restriction, for a process about to import a candidate.
+
+    Returns {protection: description or "unavailable: ..."} for the Measurement and the report."""
+    reads = apply_read_restriction()
+    filt = apply_seccomp()
+    return {"other processes' /proc": reads, "network": filt, "signals outside its group": filt,
+            "metadata changes": filt}
+
+
+def protections() -> dict[str, str]:
+    """What the running kernel can enforce for a candidate, without restricting this process
+    (for ``profd doctor`` and the report): {protection: "enforced by ..." or "NOT enforced: why"}."""
+    abi, why = landlock_abi()
+    off = os.environ.get("PROFD_SANDBOX", "").strip().lower() in ("0", "off", "no", "false")
+    seccomp_ok = _arch() in AUDIT_ARCH
+    try:
+        seccomp_ok = seccomp_ok and "Seccomp:" in Path("/proc/self/status").read_text()
+    except OSError:
+        seccomp_ok = False
+
+    def state(ok: bool, how: str, reason: str) -> str:
+        if off:
+            return "NOT enforced: PROFD_SANDBOX=off"
+        return f"enforced ({how})" if ok else f"NOT enforced: {reason}"
+
+    sc_reason = f"no seccomp filter support for {_arch()}" if _arch() not in AUDIT_ARCH else "kernel without seccomp"
+    return {
+        "writes outside scratch": state(abi > 0, f"Landlock ABI {abi}", why),
+        "other processes' /proc": state(abi > 0, f"Landlock ABI {abi}", why),
+        "network": state(seccomp_ok, "seccomp", sc_reason),
+        "signals outside its group": state(seccomp_ok, "seccomp", sc_reason),
+        "metadata changes": state(seccomp_ok, "seccomp", sc_reason),
+        "secrets in the environment": "enforced (scrubbed by name and by value)",
+    }

@@ -40,8 +40,13 @@ def _rates(t: Timing, flops: Optional[float], nbytes: Optional[float]) -> Timing
 
 def time_gpu(fn: Callable[[], Any], *, flops: Optional[float] = None, nbytes: Optional[float] = None,
              rep_ms: float = 250.0, min_runs: int = 10, max_runs: int = 200, flush_l2: bool = True,
-             l2_bytes: int = 0) -> Timing:
-    """Median of many event-timed runs after warm-up, L2 flushed between runs."""
+             l2_bytes: int = 0, before: Optional[Callable[[int], None]] = None,
+             after: Optional[Callable[[int, Any], None]] = None) -> Timing:
+    """Median of many event-timed runs after warm-up, L2 flushed between runs.
+
+    ``before(i)`` runs before timed call ``i`` and ``after(i, result)`` after it, both
+    outside the timed bracket: the judge refills the inputs in place (so a kernel that
+    caches by input identity returns stale results) and keeps outputs to check."""
     dev = torch.cuda.current_device()
     stream = torch.cuda.current_stream()
     flush = None
@@ -70,13 +75,17 @@ def time_gpu(fn: Callable[[], Any], *, flops: Optional[float] = None, nbytes: Op
             flush.zero_()
         # Keep the GPU busy while the host launches the kernel, so that Python's
         # launch overhead does not land between the start event and the kernel.
+        if before is not None:
+            before(i)
         if spin is not None:
             spin(200_000)
         starts[i].record(stream)
-        fn()
+        res = fn()
         ends[i].record(stream)
         torch.cuda.synchronize()  # waits for every stream on the device
         synced[i].record(stream)
+        if after is not None:
+            after(i, res)
         # The same bracket around nothing: the cost of the synchronisation itself.
         torch.cuda.synchronize()
         empty_start[i].record(stream)
@@ -102,14 +111,21 @@ def time_gpu(fn: Callable[[], Any], *, flops: Optional[float] = None, nbytes: Op
 
 
 def time_cpu(fn: Callable[[], Any], *, flops: Optional[float] = None, nbytes: Optional[float] = None,
-             runs: int = 5) -> Timing:
-    """Wall-clock timing for the Triton interpreter on CPU; never representative."""
+             runs: int = 5, before: Optional[Callable[[int], None]] = None,
+             after: Optional[Callable[[int, Any], None]] = None) -> Timing:
+    """Wall-clock timing for the Triton interpreter on CPU; never representative.
+
+    ``before``/``after``: as for :func:`time_gpu`."""
     fn()
     ms = []
-    for _ in range(runs):
+    for i in range(runs):
+        if before is not None:
+            before(i)
         t0 = time.perf_counter()
-        fn()
+        res = fn()
         ms.append((time.perf_counter() - t0) * 1e3)
+        if after is not None:
+            after(i, res)
     t = Timing(**_stats(ms), runs=runs, method="wall-clock (Triton interpreter on CPU)", representative=False,
                note="no GPU: Triton ran in its CPU interpreter; this time says nothing about GPU performance")
     return _rates(t, flops, nbytes)

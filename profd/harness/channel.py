@@ -1,0 +1,116 @@
+"""The result channel between a candidate child and profd: a pipe profd opened.
+
+A candidate child never writes a result *file* that profd then trusts: it writes
+frames into a pipe whose read end only the parent holds. Frames are ``kind`` (one
+byte), ``length`` (8 bytes, big-endian) and the payload. Kinds: ``M`` a small JSON
+marker (the parent stamps its own clock on arrival: that is how it times the timing
+phase), ``O`` a ``torch.save`` blob of one call's outputs (stored by the parent in a
+directory the child cannot write), ``R`` the final JSON report. Everything in a frame
+is a *claim*: outputs are compared with the reference elsewhere, timings are checked
+against the parent's clock. Sizes are capped; a child that floods the pipe is cut off.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+_HEAD = struct.Struct(">cQ")
+#: Largest JSON frame (report or marker).
+MAX_JSON = 4 << 20
+
+
+def send(fd: int, kind: bytes, payload: bytes) -> None:
+    """Write one frame (blocking until the parent has read enough of it)."""
+    data = _HEAD.pack(kind, len(payload)) + payload
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def send_json(fd: int, kind: bytes, obj: Any) -> None:
+    send(fd, kind, json.dumps(obj, default=str).encode())
+
+
+@dataclass
+class Received:
+    """What the parent read from one child."""
+
+    markers: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
+    outputs: list[Path] = field(default_factory=list)
+    report: Optional[dict[str, Any]] = None
+    overflow: str = ""
+    garbage: str = ""
+    nbytes: int = 0
+
+
+class Reader(threading.Thread):
+    """Reads frames from the pipe's read end into ``dest`` (a parent-only directory)."""
+
+    def __init__(self, fd: int, dest: Path, cap_bytes: int) -> None:
+        super().__init__(daemon=True, name="profd-channel")
+        self.fd, self.dest, self.cap = fd, dest, cap_bytes
+        self.got = Received()
+
+    def _read(self, n: int) -> Optional[bytes]:
+        buf = bytearray()
+        while len(buf) < n:
+            chunk = os.read(self.fd, min(n - len(buf), 1 << 20))
+            if not chunk:
+                return None
+            buf += chunk
+        return bytes(buf)
+
+    def _drain(self) -> None:
+        while os.read(self.fd, 1 << 20):
+            pass
+
+    def run(self) -> None:
+        try:
+            while True:
+                head = self._read(_HEAD.size)
+                if head is None:
+                    return
+                kind, n = _HEAD.unpack(head)
+                now = time.monotonic()
+                self.got.nbytes += n
+                if self.got.nbytes > self.cap or (kind != b"O" and n > MAX_JSON):
+                    self.got.overflow = (f"the candidate sent more than {self.cap >> 20} MiB of outputs"
+                                         if kind == b"O" else f"a {n}-byte report frame (limit {MAX_JSON})")
+                    self._drain()
+                    return
+                payload = self._read(n)
+                if payload is None:
+                    return
+                if kind == b"O":
+                    p = self.dest / f"out-{len(self.got.outputs)}.pt"
+                    p.write_bytes(payload)
+                    self.got.outputs.append(p)
+                    continue
+                try:
+                    obj = json.loads(payload)
+                except ValueError:
+                    self.got.garbage = "a frame that is not JSON"
+                    continue
+                if kind == b"M" and isinstance(obj, dict):
+                    self.got.markers.append((now, obj))
+                elif kind == b"R" and isinstance(obj, dict):
+                    if self.got.report is not None:
+                        self.got.garbage = "two reports"
+                    self.got.report = obj
+                else:
+                    self.got.garbage = f"an unknown frame kind {kind!r}"
+        except OSError as e:
+            self.got.garbage = f"reading the channel failed: {e}"
+        finally:
+            try:
+                os.close(self.fd)
+            except OSError:
+                pass

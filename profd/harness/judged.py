@@ -1,0 +1,254 @@
+"""The candidate child: runs a candidate's ``kernel`` on inputs from the user's file, returns raw claims.
+
+Usage: ``python -m profd.harness.judged REQUEST.json FD`` (FD: the write end of the
+pipe profd opened, see ``profd.harness.channel``). Used by the judge
+(``profd/flow/judge.py``) for every candidate, whatever advisor proposed it.
+
+Nothing trusted is taken from the candidate: ``get_inputs``, ``get_init_inputs``,
+shapes and the bench shape come from the user's *original* file, loaded here before the
+candidate is; only ``kernel`` (``ModelNew`` for KernelBench) comes from the candidate.
+This process never runs ``reference``, never sees a tolerance, never decides a verdict:
+it sends the outputs of *every* call (verification calls and timed calls alike: the
+code path is the same, nothing here tells them apart; timed calls see their inputs
+refilled in place between calls, so caching by input identity returns stale results)
+and its raw per-call timings to the parent, which compares them with the reference in
+another process and checks the timings against its own clock. It is confined before
+the candidate is imported: writes only to its scratch dir (Landlock), no other
+process's /proc, no network, no signals outside its group, no metadata changes.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import secrets as _random
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from profd.harness import channel
+
+
+class LaunchCounter:
+    """Counts launches of ``@triton.jit`` kernels (GPU and interpreter), for "falls back to PyTorch"."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def install(self) -> None:
+        try:
+            from triton.runtime import jit
+        except Exception:
+            return
+        classes = [jit.JITFunction]
+        try:
+            from triton.runtime import interpreter
+
+            classes.append(interpreter.InterpretedFunction)
+        except Exception:
+            pass
+        for cls in classes:
+            orig = cls.run
+
+            def run(fn_self: Any, *a: Any, _orig: Any = orig, **k: Any) -> Any:
+                self.count += 1
+                return _orig(fn_self, *a, **k)
+
+            cls.run = run  # type: ignore[method-assign]
+
+
+def _cpu(values: list[Any]) -> list[Any]:
+    import torch
+
+    return [v.detach().to("cpu") if isinstance(v, torch.Tensor) else v for v in values]
+
+
+def _blob(values: list[Any]) -> bytes:
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(_cpu(values), buf)
+    return buf.getvalue()
+
+
+def _nbytes(values: list[Any]) -> int:
+    import torch
+
+    return sum(v.numel() * v.element_size() for v in values if isinstance(v, torch.Tensor))
+
+
+def run(req: dict[str, Any], fd: int) -> None:
+    """Everything the candidate child does; exceptions from user code become an error report."""
+    from profd.harness.child import Child, classify
+    from profd.model import Status
+
+    report: dict[str, Any] = {"warnings": [], "calls": []}
+    helper = Child({"force_cpu": req.get("force_cpu"), "target": req["original"]}, Path("unused"))
+    torch = helper.setup_backend()
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        torch.zeros(1, device="cuda")  # bring CUDA up before the sandbox (see child.py)
+    from profd.harness import sandbox as S
+
+    desc, warnings = S.sandbox_child(req["candidate"], Path.cwd() / "x", [req["original"], *req.get("sys_path", [])])
+    confined = S.confine_candidate()
+    report["sandbox"] = {"writes outside scratch": desc, **confined}
+    report["warnings"] += warnings + [f"sandbox: {k} not enforced ({v})" for k, v in confined.items()
+                                      if v.startswith("unavailable")]
+    from profd.harness import timing as T
+    from profd.harness import verify as V
+    from profd.harness.target import TargetLoadError, import_file, load_target
+
+    report["device"] = helper.device_info(torch).to_dict()
+    on_gpu = report["device"]["backend"] != "cpu"
+    device = torch.device("cuda") if on_gpu else torch.device("cpu")
+    sync = torch.cuda.synchronize if on_gpu else (lambda: None)
+    counter = LaunchCounter()
+    counter.install()
+    cand_path = Path(req["candidate"])
+    try:
+        original = load_target(Path(req["original"]))  # trusted: the user's file
+    except TargetLoadError as e:
+        report["error"] = {"status": Status.REFERENCE_ERROR.value, "message": f"the original does not load: {e}"}
+        channel.send_json(fd, b"R", report)
+        return
+    for extra in reversed(req.get("sys_path", [])):
+        sys.path.insert(0, extra)
+    try:
+        if cand_path == Path(req["original"]):
+            kernel = original.kernel
+        else:
+            kernel = _candidate_kernel(import_file(cand_path), original, device, torch)
+    except TargetLoadError as e:
+        report["error"] = {"status": Status.LOAD_ERROR.value, "message": str(e), "line": e.line}
+        channel.send_json(fd, b"R", report)
+        return
+    seed_inputs = lambda shape, seed: V.make_inputs(original, shape, seed, device)  # noqa: E731
+    cap = int(req.get("timed_output_cap", 64 << 20))
+    try:
+        # Verification calls: NaN poison, then a second run with a finite poison (unwritten elements).
+        for k, call in enumerate(req["verify"]):
+            from profd.harness.reference import shape_of
+
+            inputs = seed_inputs(shape_of(original, call["shape"]), call["seed"])
+            snapshot = [v.clone() if isinstance(v, torch.Tensor) else v for v in inputs]
+            before = counter.count
+            with V.Poison(float("nan")):
+                out = V.as_list(kernel(*inputs))
+            sync()
+            launches = counter.count - before
+            mutated = [i for i, (a, b) in enumerate(zip(snapshot, inputs))
+                       if isinstance(a, torch.Tensor) and not V._same(a, b)]
+            if mutated:
+                report["error"] = {"status": Status.MUTATED_INPUT.value,
+                                   "message": f"kernel(...) modified input {mutated[0]}; a kernel must not write to "
+                                              "its inputs: allocate the output instead"}
+                break
+            with V.Poison(V.SENTINEL):
+                second = V.as_list(kernel(*[v.clone() if isinstance(v, torch.Tensor) else v for v in snapshot]))
+            sync()
+            channel.send(fd, b"O", _blob(out))
+            channel.send(fd, b"O", _blob(second))
+            report["calls"].append({"kind": "verify", "index": k, "launches": launches, "outputs": 2})
+        else:
+            _time_bench(req, fd, report, kernel, seed_inputs, original, on_gpu, sync, counter, cap, torch, T)
+    except BaseException as e:
+        if isinstance(e, KeyboardInterrupt):
+            raise
+        v = classify(e, cand_path, Path("/nonexistent"))
+        report["error"] = {"status": v.status.value, "message": v.message, "line": v.line,
+                           "traceback": v.traceback[-4000:]}
+    report["launches"] = counter.count
+    channel.send_json(fd, b"R", report)
+
+
+def _candidate_kernel(module: Any, original: Any, device: Any, torch: Any) -> Any:
+    """``kernel`` from the candidate (KernelBench: ``ModelNew`` built with the original's init inputs)."""
+    from profd.harness.target import TargetLoadError
+
+    if original.format == "kernelbench":
+        cls = getattr(module, "ModelNew", None)
+        if not callable(cls):
+            raise TargetLoadError(f"{Path(module.__file__).name} defines no ModelNew")
+        torch.manual_seed(0)
+        init = list(original.module.get_init_inputs()) if callable(getattr(original.module, "get_init_inputs", None)) else []
+        model = cls(*init)
+        model = model.to(device) if hasattr(model, "to") else model
+        if hasattr(model, "eval"):
+            model.eval()
+
+        def kernel(*inputs: Any) -> Any:
+            with torch.no_grad():
+                return model(*inputs)
+        return kernel
+    fn = getattr(module, "kernel", None)
+    if not callable(fn):
+        raise TargetLoadError(f"{Path(module.__file__).name} defines no kernel(...)")
+    return fn
+
+
+def _time_bench(req: dict[str, Any], fd: int, report: dict[str, Any], kernel: Any, seed_inputs: Any, original: Any,
+                on_gpu: bool, sync: Any, counter: LaunchCounter, cap: int, torch: Any, T: Any) -> None:
+    """Timed calls on the original's bench shape, inputs refilled in place from a pool between calls."""
+    shape = original.bench_shape
+    pool = [seed_inputs(shape, s) for s in req["bench_seeds"]]
+    work = [v.clone() if isinstance(v, torch.Tensor) else v for v in pool[0]]
+    kept: list[int] = []
+    budget = {"bytes": cap, "sampled": False}
+
+    def before(i: int) -> None:
+        src = pool[i % len(pool)]
+        for w, s in zip(work, src):
+            if isinstance(w, torch.Tensor):
+                w.copy_(s)
+
+    def after(i: int, res: Any) -> None:
+        out = V_as_list(res)
+        n = _nbytes(out)
+        # Every timed call's outputs go back while they fit; past the cap, a random sample.
+        if n <= budget["bytes"] and (not budget["sampled"] or _random.randbelow(4) == 0):
+            budget["bytes"] -= n
+            channel.send(fd, b"O", _blob(out))
+            kept.append(i)
+        else:
+            budget["sampled"] = True
+
+    from profd.harness.verify import as_list as V_as_list
+
+    inputs = work
+    flops = float(original.flops(*inputs)) if original.flops else None
+    nbytes = float(original.bytes_moved(*inputs)) if original.bytes_moved else None
+    fn = lambda: kernel(*work)  # noqa: E731
+    before_launches = counter.count
+    channel.send_json(fd, b"M", {"clock": "start"})
+    if on_gpu:
+        t = T.time_gpu(fn, flops=flops, nbytes=nbytes, rep_ms=float(req.get("rep_ms", 250.0)), before=before,
+                       after=after)
+    else:
+        t = T.time_cpu(fn, flops=flops, nbytes=nbytes, before=before, after=after)
+    sync()
+    channel.send_json(fd, b"M", {"clock": "end"})
+    t.shape = shape
+    report["timing"] = t.to_dict()
+    report["calls"].append({"kind": "timed", "runs": t.runs, "kept": kept, "pool": len(pool),
+                            "launches": counter.count - before_launches, "outputs": len(kept)})
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if len(argv) != 2:
+        print("usage: python -m profd.harness.judged REQUEST.json FD", file=sys.stderr)
+        return 2
+    req = json.loads(Path(argv[0]).read_text())
+    fd = int(argv[1])
+    try:
+        os.unlink(argv[0])  # the request holds nothing secret, but the child has no use for it later
+    except OSError:
+        pass
+    run(req, fd)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
