@@ -176,16 +176,19 @@ class BuildHook:
             bdir.mkdir(parents=True, exist_ok=True)
             hit = _built(bdir, ext)
             rec = BuildRecord("load_inline", name, key, hit, build_directory=str(bdir))
+            # the user's file for the error mapping: the target, else whoever called load_inline
+            py_path = hook.py_path or _caller_file()
             t0 = time.perf_counter()
             try:
-                return orig(ext, cpp, cuda or None, *args, build_directory=str(bdir), **kwargs)
+                # copies: torch's load_inline inserts its prelude into the lists it is given
+                return orig(ext, list(cpp), list(cuda) or None, *args, build_directory=str(bdir), **kwargs)
             except Exception as e:
                 rec.ok = False
                 text = str(e)
                 if _is_build_failure(e):
                     cu = bdir / "cuda.cu"
                     mp = bdir / "main.cpp"
-                    m = map_compile_error(text, py_path=hook.py_path, cpp_sources=cpp, cuda_sources=cuda,
+                    m = map_compile_error(text, py_path=py_path, cpp_sources=cpp, cuda_sources=cuda,
                                           cuda_file=cu if cu.exists() else None,
                                           cpp_file=mp if mp.exists() else None,
                                           no_implicit_headers=bool(kwargs.get("no_implicit_headers")))
@@ -357,6 +360,19 @@ class _CupyFinder:
         return spec
 
 
+def _caller_file() -> Optional[Path]:
+    """The first .py file up the stack that is neither this module nor torch: the user's file."""
+    f = sys._getframe(1)
+    here = os.path.abspath(__file__)
+    while f is not None:
+        fn = f.f_code.co_filename
+        if fn.endswith(".py") and os.path.abspath(fn) != here and f"{os.sep}torch{os.sep}" not in fn \
+                and os.path.isfile(fn):
+            return Path(fn)
+        f = f.f_back  # type: ignore[assignment]
+    return None
+
+
 def _built(bdir: Path, ext: str) -> bool:
     return any((bdir / f"{ext}{suf}").exists() for suf in (".so", ".pyd", ".dylib"))
 
@@ -410,9 +426,11 @@ class MappedError:
     diagnostics: list[CompileDiagnostic] = field(default_factory=list)
 
 
-_NVCC_DIAG = re.compile(r"^(?P<file>[^\s:()][^():\n]*?)\((?P<line>\d+)\): (?P<sev>catastrophic error|error|warning)"
+# The file name starts a line, or follows a space or ": " (torch's "Error building extension 'x': " prefix
+# lands on the first line of ninja's output when that is the diagnostic itself).
+_NVCC_DIAG = re.compile(r"(?:^|(?<=\s))(?P<file>[^\s:()'\"]+)\((?P<line>\d+)\): (?P<sev>catastrophic error|error|warning)"
                         r"(?: #\w+(?:-D)?)?: (?P<msg>.*)$", re.M)
-_GCC_DIAG = re.compile(r"^(?P<file>[^\s:]+?):(?P<line>\d+):(?:(?P<col>\d+):)? (?P<sev>fatal error|error|warning): "
+_GCC_DIAG = re.compile(r"(?:^|(?<=\s))(?P<file>[^\s:'\"]+):(?P<line>\d+):(?:(?P<col>\d+):)? (?P<sev>fatal error|error|warning): "
                        r"(?P<msg>.*)$", re.M)
 _PTXAS = re.compile(r"^ptxas (?:fatal|error)\s*: (?P<msg>.*)$", re.M)
 
