@@ -565,6 +565,10 @@ def test_build_hook_caches_by_source_hash(tmp_path: Path, fake_jit: list[str]) -
         assert Path(hook.records[0].build_directory).parent == tmp_path / "cache"
         s = hook.summary()
         assert s["cache_hits"] == 1 and s["cache_misses"] == 2 and s["build_seconds"] >= 0
+        # a second hook (a fork of a warm worker that had one) records its own builds, once
+        again = CB.install_build_hook(tmp_path / "cache", cupy=False)
+        ce.load_inline(name="add", cpp_sources=cpp, cuda_sources=good, functions=["add_cuda"])
+        assert [r.cache_hit for r in again.records] == [True] and len(hook.records) == 3
     finally:
         hook.uninstall()
 

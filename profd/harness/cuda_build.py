@@ -250,11 +250,13 @@ class BuildHook:
             import torch.utils.cpp_extension as ce
         except Exception:
             return False
-        if getattr(ce.load_inline, "__wrapped__", None) is not None:
-            return True  # already installed (a warm worker's fork)
-        self._orig["load_inline"], self._orig["load"] = ce.load_inline, ce.load
-        ce.load_inline = self._wrap_load_inline(ce.load_inline)
-        ce.load = self._wrap_load(ce.load)
+        # Installed before (a fork of a warm worker that had a hook): wrap torch's originals again so
+        # that this hook, not the parent's, records this process's builds.
+        li = getattr(ce.load_inline, "__wrapped__", ce.load_inline)
+        ld = getattr(ce.load, "__wrapped__", ce.load)
+        self._orig["load_inline"], self._orig["load"] = li, ld
+        ce.load_inline = self._wrap_load_inline(li)
+        ce.load = self._wrap_load(ld)
         return True
 
     # ---- CuPy: its own on-disk cache; time the first compile of each kernel object
