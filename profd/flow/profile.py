@@ -146,6 +146,13 @@ def diagnose_into(res: ProfileResult, path: Path, store: Store) -> None:
     t = m.timing
     if t is not None and t.representative and (t.flops or t.bytes_moved) and ceilings is not None:
         res.roofline = place(t.flops, t.bytes_moved, t.median_ms / 1e3, ceilings, precision)
+        if res.counters is not None:
+            from advisors.diagnosis import kernel_rows
+            from advisors.roofline import refine_with_counters
+
+            rows = kernel_rows(res.counters)
+            if rows:  # the class from the units' own busy counters, the numbers from the timed run
+                refine_with_counters(res.roofline, max(rows, key=lambda r: r.total_ns or 0.0).metrics)
     elif res.counters is not None and ceilings is not None:
         from advisors.roofline import main_roofline
 
