@@ -121,9 +121,12 @@ def analyze(
     counters were taken): the Diagnosis then holds only the roofline.
     """
     rows = kernel_rows(table) if table is not None else []
-    if roofline is None and rows:
-        main = max(rows, key=lambda r: r.total_ns or 0.0)
+    main = max(rows, key=lambda r: r.total_ns or 0.0) if rows else None
+    if roofline is None and main is not None:
         roofline = roofline_mod.from_counters(main.metrics, ceilings, precision)
+    elif roofline is not None and main is not None:
+        # A timed placement keeps its numbers; the class comes from the units' own busy counters.
+        roofline_mod.refine_with_counters(roofline, main.metrics)
     dx = Diagnosis(table=table, spec=spec, ceilings=ceilings, roofline=roofline, rows=rows, precision=precision)
     if table is not None:
         dx.findings = _ranked(contexts(table, spec, ceilings, roofline=roofline, knobs=knobs, precision=precision,

@@ -19,7 +19,8 @@ import re
 from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
 from hwspecs.spec import Ceilings, DeviceSpec
-from profd.model import CounterTable, Finding, Measurement, Roofline, RuleMessage, Severity, Status
+from profd.model import (CounterTable, Finding, Measurement, OutputCheck, Roofline, RuleMessage, Severity, Status,
+                         worst_of)
 
 from advisors.diagnosis import Diagnosis
 from advisors.rules._base import message_text
@@ -69,12 +70,24 @@ def fmt_ms(ms: Optional[float]) -> str:
     return "n/a" if ms is None else fmt_time_ns(ms * 1e6)
 
 
+def _scaled(value: float, unit: str, prefixes: Sequence[tuple[float, str]]) -> str:
+    """``value`` (in base units) with the largest prefix it reaches: 2.4 MB/s, never 0.0 GB/s."""
+    for scale, prefix in prefixes:
+        if abs(value) >= scale:
+            return f"{value / scale:.1f} {prefix}{unit}" if value / scale < 1000 else f"{value / scale:,.0f} {prefix}{unit}"
+    return f"{value:.3g} {unit}"
+
+
+_DECIMAL = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
+
+
 def fmt_bandwidth(bytes_per_s: Optional[float]) -> str:
-    """Bytes per second as GB/s or TB/s (decimal, as datasheets quote them)."""
+    """Bytes per second as TB/s, GB/s, MB/s or kB/s (decimal, as datasheets quote them)."""
     if bytes_per_s is None:
         return "n/a"
-    gbps = bytes_per_s / 1e9
-    return f"{gbps / 1e3:.2f} TB/s" if gbps >= 1000 else f"{gbps:.1f} GB/s" if gbps >= 1 else f"{gbps * 1e3:.1f} MB/s"
+    if 1e12 <= abs(bytes_per_s) < 1e15:
+        return f"{bytes_per_s / 1e12:.2f} TB/s"
+    return _scaled(bytes_per_s, "B/s", _DECIMAL[1:])
 
 
 def fmt_gbps(gbps: Optional[float]) -> str:
@@ -82,9 +95,12 @@ def fmt_gbps(gbps: Optional[float]) -> str:
 
 
 def fmt_tflops(tflops: Optional[float]) -> str:
+    """FLOP/s given in TFLOP/s, scaled so that an interpreter's 50 MFLOP/s does not read "0.0 GFLOP/s"."""
     if tflops is None:
         return "n/a"
-    return f"{tflops:.1f} TFLOP/s" if tflops >= 1 else f"{tflops * 1e3:.1f} GFLOP/s"
+    if tflops == 0:
+        return "0 FLOP/s"
+    return _scaled(tflops * 1e12, "FLOP/s", _DECIMAL)
 
 
 def fmt_bytes(n: Optional[float]) -> str:
@@ -213,14 +229,14 @@ def render_diagnosis(
     title = f"# profd report: {target}" if target else "# profd report"
     out.append(title)
     out.append("")
-    out.append(_device_line(spec, ceilings, table, device_note))
+    out.append(_device_line(spec, ceilings, table, device_note, _get(measurement, "device")))
     out.append("")
     out += _section_correctness(measurement)
     if measurement is not None and _load_failed(measurement):
         # The file did not even load: every later section would only say "nothing".
         return "\n".join(out).rstrip() + "\n"
     out += _section_speed(measurement, history, dx)
-    out += _section_roofline(roofline, ceilings, dx)
+    out += _section_roofline(roofline, ceilings, dx, measurement)
     out += _section_findings(findings, max_findings, dx)
     out += _section_profiler(dx)
     out += _section_tuning(tuning)
@@ -228,15 +244,19 @@ def render_diagnosis(
 
 
 def _device_line(spec: Optional[DeviceSpec], ceilings: Optional[Ceilings], table: Optional[CounterTable],
-                 note: str) -> str:
+                 note: str, device: Any = None) -> str:
     parts = []
+    name = _get(device, "name") or (table.device_name if table is not None else "")
     if spec is not None:
         parts.append(f"**Device:** {spec.name} ({spec.sm_count} {'CUs' if spec.vendor.upper() == 'AMD' else 'SMs'}, "
                      f"{fmt_gbps(spec.memory_bandwidth_gbps)} peak memory bandwidth)")
-    elif table is not None and table.device_name:
-        parts.append(f"**Device:** {table.device_name} (not in profd's device database)")
+    elif _get(device, "backend") == "cpu":
+        parts.append("**Device:** CPU, through Triton's interpreter (no GPU): correctness is checked for real; "
+                     "times and rates say nothing about GPU speed, and there is no roofline")
+    elif name:
+        parts.append(f"**Device:** {name} (not in profd's device database: no ceilings, so no roofline)")
     else:
-        parts.append("**Device:** unknown")
+        parts.append("**Device:** not recorded")
     if table is not None:
         parts.append(f"**Profiler:** {table.source}" + (f" (`{table.artifact}`)" if table.artifact else ""))
     line = " · ".join(parts)
@@ -267,25 +287,27 @@ def _section_correctness(measurement: Optional[HistoryItem]) -> list[str]:
         line = _get(verdict, "line")
         where = f" (line {line})" if line else ""
         out.append(f"**No: {status_s.replace('_', ' ')}**{where}. {msg}".rstrip())
-    checks = list(_get(verdict, "checks") or [])
+    checks = [c if isinstance(c, OutputCheck) else OutputCheck.from_dict(dict(c)) for c in _get(verdict, "checks") or []]
     if checks:
-        out += ["", "| output | shape | dtype | max abs error | max rel error | tolerance (rtol / atol) | passed |",
-                "| --- | --- | --- | --- | --- | --- | --- |"]
-        # Per output, the check that matters: a failing one if any, else the largest error.
-        worst: dict[Any, Any] = {}
+        out += ["", "| output | shape | dtype | trials | max abs error | max rel error | norm rel error | "
+                    "tolerance (rtol / atol) | passed |",
+                "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        groups: dict[tuple[int, str], list[OutputCheck]] = {}
         for c in checks:
-            o = _get(c, "output")
-            key = (not _get(c, "passed"), _get(c, "max_rel_err") or 0.0)
-            prev = worst.get(o)
-            if prev is None or key > (not _get(prev, "passed"), _get(prev, "max_rel_err") or 0.0):
-                worst[o] = c
-        for o, c in sorted(worst.items(), key=lambda kv: kv[0] if kv[0] is not None else -1):
-            shape = "×".join(str(s) for s in (_get(c, "shape") or [])) or "scalar"
-            passed = "yes" if _get(c, "passed") else f"**no**: {_get(c, 'reason') or 'outside tolerance'}"
-            out.append(f"| {o} | {shape} | {_get(c, 'dtype')} | {_sci(_get(c, 'max_abs_err'))} | "
-                       f"{_sci(_get(c, 'max_rel_err'))} | {_sci(_get(c, 'rtol'))} / {_sci(_get(c, 'atol'))} | {passed} |")
+            groups.setdefault((c.output, "×".join(str(x) for x in c.shape) or "scalar"), []).append(c)
+        for (o, shape), group in groups.items():
+            w = worst_of(group)
+            assert w is not None
+            passed = "yes" if w.passed else f"**no**: {w.reason or 'outside tolerance'}"
+            out.append(f"| {o} | {shape} | {w.dtype} | {len(group)} | {_sci(w.max_abs_err)} | {_sci(w.max_rel_err)} | "
+                       f"{_sci(w.norm_rel_err)} | {_sci(w.rtol)} / {_sci(w.atol)} | {passed} |")
         out.append("")
-        out.append("Errors are the worst over all trials, against the reference computed in higher precision.")
+        top = worst_of(checks)
+        assert top is not None
+        out.append(f"Each column is its own worst over that row's trials, against the reference computed in higher "
+                   f"precision. Worst over all {len(checks)} checks: max abs error {_sci(top.max_abs_err)} "
+                   f"(trial {top.trial}), max rel error {_sci(top.max_rel_err)}, norm rel error "
+                   f"{_sci(top.norm_rel_err)}.")
     tb = _get(verdict, "traceback")
     if tb and status_s != Status.CORRECT.value:
         out += ["", "```", str(tb).strip()[-1500:], "```"]
@@ -325,8 +347,12 @@ def _section_speed(measurement: Optional[HistoryItem], history: Sequence[History
                 rates.append(fmt_tflops(tf))
             if gb is not None:
                 rates.append(f"{fmt_gbps(gb)} of useful traffic")
-            out.append(f"- **Throughput:** {', '.join(rates)} (from the target's flops() / bytes_moved())")
-        if _get(timing, "representative") is False:
+            if _get(timing, "representative") is False:
+                out.append(f"- **Throughput in the interpreter:** {', '.join(rates)} (from the target's flops() / "
+                           "bytes_moved(); an interpreter's rate, meaningless for a GPU)")
+            else:
+                out.append(f"- **Throughput:** {', '.join(rates)} (from the target's flops() / bytes_moved())")
+        if _get(timing, "representative") is False and not _get(timing, "note"):
             out.append("- Note: not representative of GPU speed (CPU / interpreter timing); compare only with "
                        "runs of the same kind.")
         if _get(timing, "note"):
@@ -411,10 +437,20 @@ def _short(name: str, n: int = 60) -> str:
     return name if len(name) <= n else name[: n - 1] + "…"
 
 
-def _section_roofline(roof: Optional[Roofline], ceilings: Optional[Ceilings], dx: Diagnosis) -> list[str]:
+def _section_roofline(roof: Optional[Roofline], ceilings: Optional[Ceilings], dx: Diagnosis,
+                      measurement: Optional[HistoryItem] = None) -> list[str]:
+    table = dx.table
     out = [f"## {SECTION_TITLES[2]}", ""]
     if roof is None:
-        out += ["Not placed: no time or traffic figures for this kernel.", ""]
+        from advisors.roofline import why_not_placed
+
+        timing = _get(measurement, "timing")
+        cpu = _get(measurement, "device", "backend") == "cpu" or _get(timing, "representative") is False
+        name = _get(measurement, "device", "name") or (table.device_name if table is not None else "")
+        why = why_not_placed(representative=not cpu, has_ceilings=ceilings is not None,
+                             has_work_counts=_get(timing, "flops") is not None or _get(timing, "bytes_moved") is not None,
+                             has_counters=table is not None, device=name)
+        out += [why[0].upper() + why[1:] + ".", ""]
         return out
     bound = roof.bound or "unknown"
     side = ""
@@ -422,6 +458,10 @@ def _section_roofline(roof: Optional[Roofline], ceilings: Optional[Ceilings], dx
         side = f" ({'memory' if roof.intensity < roof.ridge else 'compute'} side of the ridge point)"
     out.append(f"**{bound}**{side}: {BOUND_MEANING.get(bound, '')}.")
     out.append("")
+    if roof.flops == 0 and roof.achieved_gbps is not None:
+        of = f" of {fmt_gbps(roof.peak_gbps)} peak" if roof.peak_gbps else ""
+        out += [f"Memory-only kernel (no floating-point work): {fmt_gbps(roof.achieved_gbps)}{of}; its place is on "
+                "the bandwidth ceiling.", ""]
     rows = [("arithmetic intensity", f"{_num(roof.intensity)} FLOP/byte" if roof.intensity is not None else
              "unknown (the capture counted no floating-point operations)" if roof.flops is None else "n/a",
              "FLOPs per byte of device-memory traffic")]

@@ -141,32 +141,65 @@ def from_counters(
 
     ``row`` maps canonical metric names to values (one launch). The target's own ``flops()`` /
     ``bytes_moved()`` win when given; otherwise the profiler's FLOP count (``flops``) and DRAM
-    bytes are used. When neither FLOPs nor bytes were counted, the speed-of-light percentages
-    (``memory_throughput_pct`` vs ``sm_throughput_pct``) still classify the kernel.
+    bytes are used. Where the profiler measured its speed-of-light percentages, they decide the
+    class (``refine_with_counters``): a percent of a datasheet peak is a weaker witness than the
+    units' own busy counters.
     """
     t = time_s if time_s is not None else ((_num(row, "duration_ns") or 0.0) * 1e-9)
     f = flops if flops is not None else _num(row, "flops")
     b = bytes if bytes is not None else counter_bytes(row)
     roof = place(f, b, t, ceilings, precision)
-    if roof.bound == "unknown" or (f is None and roof.bound not in ("launch-bound",)):
-        _classify_from_sol(roof, row)
+    refine_with_counters(roof, row)
     return roof
 
 
-def _classify_from_sol(roof: Roofline, row: Mapping[str, Any]) -> None:
-    """Without FLOPs the roofline side is unknown; the profiler's speed-of-light decides.
+#: Compute units whose busy percentage counts as "compute" in the speed-of-light class.
+_COMPUTE_SOL = ("sm_throughput_pct", "tensor_pipe_pct", "mfma_util_pct", "valu_util_pct")
 
-    ``pct_of_ceiling`` is left as the roofline computed it: a unit's percent of its own peak is
-    not a share of the roofline ceiling, and the report shows those separately.
+
+def refine_with_counters(roof: Roofline, row: Mapping[str, Any]) -> bool:
+    """Let the profiler's speed-of-light percentages decide ``roof.bound``; True when they did.
+
+    A timed placement compares achieved FLOP/s with a datasheet peak, which clocks, the precision
+    actually used (tf32 or not) and the peak's own optimism all distort: a matmul at 271 of 989
+    TFLOP/s sits under 30% of the peak and would read "latency-bound" while its tensor pipes are
+    busy. The busiest memory unit and the busiest compute unit, each against its own peak, say
+    which one is the limit. ``pct_of_ceiling`` stays the roofline's: a unit's percent of its own
+    peak is not a share of the roofline ceiling, and the report shows those separately.
     """
-    mem, sm = _num(row, "memory_throughput_pct"), _num(row, "sm_throughput_pct")
-    if mem is None and sm is None:
-        return
-    mem, sm = mem or 0.0, sm or 0.0
-    if max(mem, sm) < LATENCY_BOUND_PCT:
-        roof.bound = "latency-bound"
+    mem = _num(row, "memory_throughput_pct")
+    if mem is None:
+        mem = _num(row, "dram_throughput_pct")
+    compute = [v for v in (_num(row, k) for k in _COMPUTE_SOL) if v is not None]
+    if mem is None and not compute:
+        return False
+    mem_pct, cmp_pct = mem or 0.0, max(compute, default=0.0)
+    if max(mem_pct, cmp_pct) < LATENCY_BOUND_PCT:
+        roof.bound = "launch-bound" if 0 < roof.time_s < LAUNCH_BOUND_S else "latency-bound"
     else:
-        roof.bound = "memory-bound" if mem >= sm else "compute-bound"
+        roof.bound = "memory-bound" if mem_pct >= cmp_pct else "compute-bound"
+    return True
+
+
+def why_not_placed(*, representative: bool, has_work_counts: bool, has_ceilings: bool, has_counters: bool = False,
+                   device: str = "") -> str:
+    """Why a kernel has no roofline placement, as one sentence that says what to do.
+
+    ``representative``: the time came from a GPU (not Triton's CPU interpreter); ``has_work_counts``:
+    the target's ``flops()`` or ``bytes_moved()`` gave a number; ``has_ceilings``: profd knows this
+    device's peaks; ``has_counters``: a profiler capture exists (its FLOP and byte counts would do).
+    """
+    if not representative:
+        return ("not placed: the kernel ran in Triton's CPU interpreter, which has no device ceilings and no GPU "
+                "time to place it with; run profd on a GPU for the roofline")
+    if not has_ceilings:
+        who = device or "this device"
+        return (f"not placed: {who} is not in profd's device database, so its memory and compute ceilings are "
+                "unknown; add a file under hwspecs/devices/ (then `profd specs --measure` measures them)")
+    if not has_work_counts and not has_counters:
+        return ("not placed: the target defines neither flops() nor bytes_moved() and no profiler counters were "
+                "collected; define them (or profile with counters) to place it")
+    return "not placed: no FLOP or byte figures for this kernel"
 
 
 def main_roofline(table: CounterTable, ceilings: Optional[Ceilings], precision: str = "bf16") -> Optional[Roofline]:

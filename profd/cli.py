@@ -216,9 +216,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
             a = apply_best(path, store, force=args.force, session_id=args.session)
         except ApplyError as e:
             raise UserError(str(e)) from None
-    speed = f" ({a.speedup:.2f}x faster than the original)" if a.speedup else ""
-    _emit(args, a.__dict__, f"applied {a.candidate} from tuning session {a.session_id} to {a.target}{speed}\n"
-                            f"backup: {a.backup}\n\n{a.diff}")
+    _emit(args, a.__dict__, a.message())
     return EXIT_OK
 
 

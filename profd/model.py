@@ -254,6 +254,27 @@ class OutputCheck(JsonMixin):
     nonfinite: int = 0
 
 
+def worst_of(checks: "list[OutputCheck]") -> Optional[OutputCheck]:
+    """The worst of ``checks`` as one check: each error its own maximum over all of them.
+
+    The errors of one trial are not all worst together (the largest absolute error and the
+    largest relative one come from different trials), so a row that shows one trial's check
+    under "worst" understates the others. ``trial`` is the trial of the largest absolute error,
+    ``passed`` whether every check passed, ``reason`` the first failure's. None for no checks.
+    """
+    if not checks:
+        return None
+    first_fail = next((c for c in checks if not c.passed), None)
+    top = max(checks, key=lambda c: c.max_abs_err)
+    return OutputCheck(
+        trial=top.trial, output=top.output, shape=list(top.shape), dtype=top.dtype,
+        max_abs_err=top.max_abs_err, max_rel_err=max(c.max_rel_err for c in checks),
+        norm_rel_err=max(c.norm_rel_err for c in checks), rtol=max(c.rtol for c in checks),
+        atol=max(c.atol for c in checks), passed=first_fail is None,
+        reason=first_fail.reason if first_fail is not None else "",
+        mismatched=sum(c.mismatched for c in checks), nonfinite=sum(c.nonfinite for c in checks))
+
+
 @dataclass
 class Verdict(JsonMixin):
     """Is the kernel correct? The first failure decides the status and message."""

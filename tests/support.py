@@ -1,4 +1,4 @@
-"""Helpers several test files share: a free loopback port, and a real Triton add-kernel
+"""Helpers several test files share: the committed fixtures, a free loopback port, and a real Triton add-kernel
 target whose kernel(...) the test can hold (while a marker file exists) to catch a job
 in flight."""
 
@@ -6,7 +6,19 @@ from __future__ import annotations
 
 import socket
 import textwrap
+from pathlib import Path
 from typing import Any
+
+#: Real profiler captures and reference data the tests read, committed with the repository so a
+#: fresh clone runs every test (fixtures/README.md names where each file came from).
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def fixture_file(*parts: str) -> Path:
+    """A committed fixture; a missing one is a broken checkout, so it fails rather than skips."""
+    path = FIXTURES.joinpath(*parts)
+    assert path.is_file(), f"fixture {path} is missing: it is part of the repository (see tests/fixtures/README.md)"
+    return path
 
 
 def free_port() -> int:

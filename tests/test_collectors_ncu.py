@@ -19,16 +19,18 @@ import pytest
 from collectors import CaptureError, load_capture
 from collectors import ncu
 
-SHARED = Path(os.environ.get("PROFD_SHARED_DIR") or Path(__file__).resolve().parents[1].parent / "shared")
-NCU_DIR = SHARED / "fixtures" / "ncu"
+try:
+    from support import FIXTURES, fixture_file
+except ImportError:  # pragma: no cover
+    from tests.support import FIXTURES, fixture_file
+
+NCU_DIR = FIXTURES / "ncu"
 RAW = NCU_DIR / "h200_vector_add_basic_raw.csv"
 DETAILS = NCU_DIR / "h200_matmul_full_details.csv"
 
 
 def fixture(path: Path) -> Path:
-    if not path.is_file():
-        pytest.skip(f"shared ncu fixture {path} not found: set PROFD_SHARED_DIR to the shared/ directory")
-    return path
+    return fixture_file("ncu", path.name)
 
 
 @pytest.fixture(scope="module")

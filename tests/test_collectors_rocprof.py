@@ -6,7 +6,6 @@ are rocprof-compute's, profilers.md §3.5 and §4.2).
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -15,15 +14,16 @@ import pytest
 from collectors import CaptureError, load_capture
 from collectors import rocprof
 
-SHARED = Path(os.environ.get("PROFD_SHARED_DIR") or Path(__file__).resolve().parents[1].parent / "shared")
-AMD = SHARED / "rocprof"
+try:
+    from support import FIXTURES, fixture_file
+except ImportError:  # pragma: no cover
+    from tests.support import FIXTURES, fixture_file
+
+AMD = FIXTURES / "rocprof"
 
 
 def f(name: str) -> Path:
-    path = AMD / name
-    if not path.is_file():
-        pytest.skip(f"shared rocprof file {path} not found: set PROFD_SHARED_DIR to the shared/ directory")
-    return path
+    return fixture_file("rocprof", name)
 
 
 # --------------------------------------------------------------------------- rocprof v1

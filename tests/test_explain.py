@@ -1,14 +1,13 @@
 """``profd explain`` end to end on real captures, and the report it renders.
 
-The captures live in the shared fixtures folder (``PROFD_SHARED_DIR`` or ``../shared`` next to the
-repository); tests skip with a reason when it or the collectors are absent.
+The captures are committed under ``tests/fixtures/`` (their sources in its README); tests skip
+with a reason only when the collectors are absent.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import re
 from pathlib import Path
 
@@ -21,9 +20,13 @@ from profd.model import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("PROFD_SHARED_DIR") or ROOT.parent / "shared")
-NCU = SHARED / "fixtures" / "ncu"
-ROCPROF = SHARED / "rocprof"
+try:
+    from support import FIXTURES
+except ImportError:  # pragma: no cover
+    from tests.support import FIXTURES
+
+NCU = FIXTURES / "ncu"
+ROCPROF = FIXTURES / "rocprof"
 MATMUL_CAPTURE = NCU / "h200_matmul_full_details.csv"
 VECTOR_CAPTURE = NCU / "h200_vector_add_basic_raw.csv"
 MI300X_CAPTURE = ROCPROF / "v2_mi300x_omniperf_pmc_perf.csv"
@@ -35,8 +38,7 @@ needs_collectors = pytest.mark.skipif(not _have_collectors, reason="collectors.n
 
 
 def capture(path: Path) -> Path:
-    if not path.exists():
-        pytest.skip(f"fixture {path} absent (set PROFD_SHARED_DIR)")
+    assert path.exists(), f"fixture {path} is missing: it is part of the repository (tests/fixtures/README.md)"
     return path
 
 
@@ -257,11 +259,7 @@ def test_counter_appendix_lists_normalized_metrics_with_units() -> None:
     from advisors.report import render_counters
     from collectors.ncu import parse_csv
 
-    path = SHARED / "fixtures" / "ncu" / "h200_matmul_full_details.csv"
-    if not path.exists():
-        import pytest
-
-        pytest.skip(f"shared fixtures not present at {path}")
+    path = capture(MATMUL_CAPTURE)
     md = render_counters(parse_csv(path.read_text()))
     assert "launch 0: `matmul_kernel`" in md and "launch 1: `matmul_kernel`" in md
     assert "`duration_ns` | 3.941 ms" in md

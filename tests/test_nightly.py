@@ -6,6 +6,7 @@ from __future__ import annotations
 import email
 import email.policy
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -59,15 +60,26 @@ def test_nightly_inline_saves_and_mails_the_report(kernels: Path, tmp_path: Path
         cfg.nightly.budget = 2
         cfg.mail = {"host": "127.0.0.1", "port": port, "security": "none", "from_addr": "profd@localhost",
                     "to": ["team@example.com"], "timeout_s": 10}
+        said: list[str] = []
         with Store() as store:
-            rep, where, note = run_inline(cfg, store, has_gpu=False, say=lambda s: None)
+            rep, where, note = run_inline(cfg, store, has_gpu=False, say=said.append)
+            rep2, where2, _ = run_inline(cfg, store, has_gpu=False, say=lambda s: None)
     finally:
         ctl.stop()
+    # Long work is not silent: a line per step and per candidate, named by target.
+    for name in ("vector_add.py", "kernelbench_relu.py"):
+        assert f"nightly: {name}: verifying and timing" in said
+        assert any(re.match(rf"nightly: {re.escape(name)}: \[[#.]+\] [12]/2 \S+ (kept|rejected)", x) for x in said), said
+    # A second nightly the same day keeps the first one's report.
+    assert Path(where).parent != Path(where2).parent and Path(where).exists()
+    # CPU mode says so, and does not blame the targets' flops()/bytes_moved() for the missing roofline.
+    saved = Path(where).read_text()
+    assert "define flops()" not in saved and "CPU interpreter" in saved and "vs yesterday" not in saved
     assert {Path(t.path).name for t in rep.targets} == {"vector_add.py", "kernelbench_relu.py"}
     assert all(t.correct for t in rep.targets)
     assert note == "mailed to team@example.com"
     assert Path(where).exists() and load_latest() is not None
-    assert len(inbox.messages) == 1
+    assert len(inbox.messages) == 2
     rcpts, raw = inbox.messages[0]
     assert rcpts == ["team@example.com"]
     msg = email.message_from_bytes(raw, policy=email.policy.default)
@@ -75,10 +87,10 @@ def test_nightly_inline_saves_and_mails_the_report(kernels: Path, tmp_path: Path
     assert "vector_add.py" in html and "kernelbench_relu.py" in html
     cids = [p["Content-ID"].strip("<>") for p in msg.walk() if p.get_content_maintype() == "image"]
     assert cids and all(f"cid:{c}" in html for c in cids)
-    # each target got a nightly tuning session stored
+    # each target got a nightly tuning session stored, each night
     with Store() as store:
         kinds = [r[0] for r in store.db.execute("SELECT kind FROM tune_sessions")]
-    assert kinds.count("nightly") == 2
+    assert kinds.count("nightly") == 4  # two nights of two targets
 
 
 def test_nightly_through_the_daemon_queue(kernels: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

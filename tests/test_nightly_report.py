@@ -128,7 +128,7 @@ def test_report_without_data_still_renders() -> None:
                                              history=[(time.time(), 1.0)])])
     html, images = render_html(r)
     assert [c.split("-")[0] for c in images] == ["history"]
-    assert "define flops() and bytes_moved()" in html
+    assert "define flops() and bytes_moved()" in html  # nothing says otherwise: the generic hint
 
 
 def test_roofline_point_derives_missing_coordinate() -> None:
@@ -152,7 +152,7 @@ def test_builders_from_the_data_model() -> None:
     assert ReadyCandidate.from_candidate(c, v) == ReadyCandidate("c7", "deterministic", "bigger tile", 1.4, DIFF)
     rl = Roofline(device="d", flops=1e9, bytes=1e8, time_s=1e-3, intensity=10.0, ridge=200.0, achieved_tflops=1.0,
                   achieved_gbps=100.0, peak_tflops=989.0, peak_gbps=4800.0, pct_of_ceiling=2.1, bound="memory-bound")
-    assert RooflinePoint.from_roofline(rl) == RooflinePoint(10.0, 1.0, 100.0, "memory-bound", 2.1)
+    assert RooflinePoint.from_roofline(rl) == RooflinePoint(10.0, 1.0, 100.0, "memory-bound", 2.1, "", 989.0, 4800.0)
 
 
 def test_save_writes_files_and_load_latest_reads_the_newest(tmp_path: Path) -> None:
@@ -204,7 +204,122 @@ def test_save_leaves_an_existing_folder_mode_alone(tmp_path: Path) -> None:
 def test_default_location_is_under_the_state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PROFD_STATE_DIR", str(tmp_path / "state"))
     p = save(_report())
-    assert p.parent == tmp_path / "state" / "artifacts" / "reports" / "2024-05-01"
+    assert p.parent.parent == tmp_path / "state" / "artifacts" / "reports"
+    assert re.fullmatch(r"2024-05-01-\d{6}", p.parent.name)  # one folder per run, named by date and time
     assert p.parent.stat().st_mode & 0o077 == 0
     latest = load_latest()
     assert latest is not None and latest.html_path == p
+
+
+# --------------------------------------------------------------------------- issue 15: what a new user hits
+
+from profd.report import charts  # noqa: E402
+from profd.report.values import INTERPRETER_NOTE, chart_ceilings, fmt_roofline  # noqa: E402
+
+
+def _fp32_and_transpose() -> NightlyReport:
+    """An H200 night with an fp32 matmul, two bf16 matmuls on top of each other, and a zero-FLOP transpose."""
+    now = time.time()
+    hist = lambda vals: [(now - 86400 * (len(vals) - 1 - i), v) for i, v in enumerate(vals)]  # noqa: E731
+
+    def point(i: float, tf: float, gb: float, prec: str, peak: float, pct: float) -> RooflinePoint:
+        return RooflinePoint(intensity=i, achieved_tflops=tf, achieved_gbps=gb, bound="compute-bound",
+                             pct_of_ceiling=pct, precision=prec, peak_tflops=peak, peak_gbps=4800.0)
+
+    return NightlyReport(
+        date="2024-05-01", device="NVIDIA H200", peak_gbps=4800.0, peak_tflops=989.0, precision="bf16",
+        compute_ceilings={"bf16": 989.0, "fp32": 67.0},
+        targets=[
+            TargetSummary(path="/k/mm_fp32.py", correct=True, now=TimeAt(2.0, at=now),
+                          roofline=point(1365.0, 41.0, 30.0, "fp32", 67.0, 61.0),
+                          history=hist([2.0, 2.0008, 2.0004, 2.0002, 2.0008])),  # a 0.04% wobble
+            TargetSummary(path="/k/mm_bf16.py", correct=True, now=TimeAt(4.0, at=now),
+                          roofline=point(2730.0, 271.0, 99.0, "bf16", 989.0, 27.0), history=hist([4.4, 4.0])),
+            TargetSummary(path="/k/mm_bf16_grouped.py", correct=True, now=TimeAt(3.6, at=now),
+                          roofline=point(2731.0, 280.0, 100.0, "bf16", 989.0, 28.0), history=hist([3.6])),
+            TargetSummary(path="/k/transpose.py", correct=True, now=TimeAt(0.1, at=now),
+                          roofline=RooflinePoint(intensity=0.0, achieved_tflops=0.0, achieved_gbps=2900.0,
+                                                 bound="memory-bound", pct_of_ceiling=60.4, precision="fp32",
+                                                 peak_tflops=67.0, peak_gbps=4800.0),
+                          history=hist([0.1, 0.1001])),
+        ])
+
+
+def test_roofline_draws_each_precisions_ceiling_and_places_a_zero_flop_kernel() -> None:
+    r = _fp32_and_transpose()
+    assert chart_ceilings(r) == [("bf16", 989.0), ("fp32", 67.0)]
+    fig = charts.roofline_figure(r)
+    roof, bars = fig.axes
+    legend = [t.get_text() for t in roof.get_legend().get_texts()]
+    assert "compute 989 TFLOP/s (bf16)" in legend and "compute 67 TFLOP/s (fp32)" in legend
+    assert "memory 4,800 GB/s" in legend
+    assert any("mm_fp32.py (fp32, 61%)" in x for x in legend)
+    # The transpose has no place on a log FLOP axis: it gets a bar against the memory ceiling, not silence.
+    assert [t.get_text() for t in bars.get_yticklabels()] == ["4 transpose.py"]
+    assert any(t.get_text() == "2,900 GB/s (60%)" for t in bars.texts)
+    assert "memory-only: 2,900 GB/s of 4,800 GB/s (60%)" in fmt_roofline(r.targets[3].roofline)
+    assert "memory-only" in render_text(r) and "memory-only" in render_html(r)[0]
+
+
+def test_roofline_point_labels_do_not_overlap() -> None:
+    fig = charts.roofline_figure(_fp32_and_transpose())
+    renderer = fig.canvas.get_renderer()
+    boxes = [t.get_window_extent(renderer) for t in fig.axes[0].texts if t.get_text().isdigit()]
+    assert len(boxes) == 3  # two bf16 matmuls sit on the same spot: their numbers must still both be readable
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            assert not a.overlaps(b), (a, b)
+    # The placement itself: three labels on one pixel get three different, non-overlapping slots.
+    offsets = charts.place_labels([(100.0, 100.0)] * 3, ["1", "2", "3"])
+    assert len(set(offsets)) == 3
+
+
+def test_history_is_in_absolute_time_without_offset_notation() -> None:
+    fig = charts.history_figure(_fp32_and_transpose())
+    panels = {ax.get_title().split(":")[0]: ax for ax in fig.axes}
+    ax = panels["mm_fp32.py"]
+    fig.canvas.draw()
+    assert ax.get_ylabel() == "ms"
+    assert ax.yaxis.get_offset_text().get_text() == ""  # no "+2e0" offset that blows a 0.04% change up
+    lo, hi = ax.get_ylim()
+    assert lo <= 2.0 * 0.95 and hi >= 2.0 * 1.05  # the axis spans at least ±5%: the wobble stays flat
+    ticks = [float(t.get_text().replace("−", "-")) for t in ax.get_yticklabels() if t.get_text()]
+    assert ticks and all(1.8 < v < 2.2 for v in ticks)  # absolute milliseconds, not ratios
+    assert panels["transpose.py"].get_ylabel() == "ms" and "0.100 ms" in panels["transpose.py"].get_title()
+
+
+def test_cpu_mode_says_why_there_is_no_roofline_and_what_times_mean() -> None:
+    from advisors.roofline import why_not_placed
+
+    note = why_not_placed(representative=False, has_work_counts=True, has_ceilings=False)
+    now = time.time()
+    r = NightlyReport(date="2024-05-02", device="no GPU (Triton CPU interpreter)", interpreter=True, generated_at=now,
+                      targets=[TargetSummary(path="/k/a.py", correct=True, now=TimeAt(10.0, at=now),
+                                             yesterday=TimeAt(9.0, at=now - 600), roofline_note=note,
+                                             history=[(now - 600, 9.0), (now, 10.0)])])
+    import html as html_lib
+
+    html, images = render_html(r)
+    text = render_text(r)
+    for doc in (html_lib.unescape(html), text):
+        assert "define flops()" not in doc  # every target did; the missing part is the device ceilings
+        assert "Triton's CPU interpreter" in doc and "no device ceilings" in doc
+        assert "10 min earlier" in doc and "yesterday 9" not in doc  # a run minutes old is not "yesterday"
+    assert INTERPRETER_NOTE in text and html_lib.escape(INTERPRETER_NOTE) in html
+    assert "vs yesterday" not in html
+    # A GPU night where one target lacks the counts says that, naming what to define.
+    gpu = NightlyReport(date="2024-05-02", device="NVIDIA H200", targets=[TargetSummary(
+        path="/k/b.py", correct=True, now=TimeAt(1.0),
+        roofline_note=why_not_placed(representative=True, has_work_counts=False, has_ceilings=True))])
+    assert "defines neither flops() nor bytes_moved()" in render_html(gpu)[0]
+
+
+def test_a_second_nightly_the_same_day_gets_its_own_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROFD_STATE_DIR", str(tmp_path / "state"))
+    first, second = _report(), _report()
+    second.generated_at = first.generated_at  # even within one second
+    p1, p2 = save(first), save(second)
+    assert p1.parent != p2.parent and p1.exists() and p2.exists()
+    assert p1.parent.name.startswith("2024-05-01-") and p2.parent.name.startswith("2024-05-01-")
+    latest = load_latest()
+    assert latest is not None and latest.directory in (p1.parent, p2.parent)

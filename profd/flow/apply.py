@@ -23,6 +23,10 @@ class ApplyError(Exception):
     """Nothing to apply, or applying would lose the user's newer edits."""
 
 
+class AlreadyApplied(ApplyError):
+    """The file already holds the candidate: a second ``profd apply`` has nothing to do."""
+
+
 @dataclass
 class Applied:
     target: str
@@ -31,6 +35,14 @@ class Applied:
     backup: str
     speedup: Optional[float]
     diff: str
+    note: str = ""  # what the speedup means (empty for a GPU measurement)
+
+    def message(self) -> str:
+        """What ``profd apply`` prints: what was written, the backup, how much faster and what that means."""
+        speed = f" ({self.speedup:.2f}x faster than the original)" if self.speedup else ""
+        note = f"\nnote: the speedup was {self.note}" if self.note else ""
+        return (f"applied {self.candidate} from tuning session {self.session_id} to {self.target}{speed}{note}\n"
+                f"backup: {self.backup}\n\n{self.diff}")
 
 
 def _require_confirmed(source_path: Path, source: str, cand_id: str) -> None:
@@ -66,11 +78,15 @@ def apply_best(path: Path, store: Store, *, force: bool = False, session_id: Opt
     if cand is None or not Path(cand["source_path"]).exists():
         raise ApplyError(f"the kept candidate {row['best_candidate']} of session {row['id']} is missing from the "
                          "state directory; run `profd tune` again.")
+    new = Path(cand["source_path"]).read_text()
     if content_hash(path) != row["base_hash"] and not force:
+        if path.read_text() == new:
+            raise AlreadyApplied(f"{path.name} already holds candidate {row['best_candidate']} of tuning session "
+                                 f"{row['id']} (applied before): nothing to do. The backup of the original is beside "
+                                 f"it ({path.name}.profd-*.bak).")
         raise ApplyError(f"{path.name} changed since tuning session {row['id']} started from it; applying would "
                          "overwrite your newer edits. Tune again, or pass --force to replace the file anyway "
                          "(a backup is kept).")
-    new = Path(cand["source_path"]).read_text()
     _require_confirmed(Path(cand["source_path"]), new, cand["candidate_id"])
     stamp = time.strftime("%Y%m%d-%H%M%S")
     backup = path.with_name(f"{path.name}.profd-{stamp}.bak")
@@ -79,4 +95,12 @@ def apply_best(path: Path, store: Store, *, force: bool = False, session_id: Opt
     tmp.write_text(new)
     shutil.copymode(path, tmp)
     os.replace(tmp, path)
-    return Applied(str(path), cand["candidate_id"], row["id"], str(backup), cand["speedup"], cand["diff"] or "")
+    # The session's baseline is the first run of the target once the session started.
+    base = store.db.execute("SELECT representative FROM runs WHERE target=? AND device IS ? AND started_at >= ? "
+                            "ORDER BY started_at LIMIT 1", (str(path), row["device"], row["started_at"])).fetchone()
+    note = ""
+    if base is not None and base["representative"] == 0:
+        from profd.flow.tune import INTERPRETER_SPEEDUP_NOTE
+
+        note = INTERPRETER_SPEEDUP_NOTE
+    return Applied(str(path), cand["candidate_id"], row["id"], str(backup), cand["speedup"], cand["diff"] or "", note)

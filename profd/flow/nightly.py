@@ -83,25 +83,66 @@ def _drift(store: Store, path: Path, runner: Optional[harness.Runner], timeout_s
     return None
 
 
+class SayLines:
+    """A text stream that hands each complete line to ``say``, prefixed (for ``tune``'s Progress).
+
+    The nightly's progress goes through ``say`` (stderr for ``profd nightly``, the daemon's log
+    under systemd) from several executor slots at once, so it is one whole line per candidate,
+    never a redrawn bar: a bar (rich, tqdm, or Progress on a terminal) garbles as soon as two
+    targets tune in parallel, and a journal keeps every redraw.
+    """
+
+    def __init__(self, say: Callable[[str], None], prefix: str) -> None:
+        self.say, self.prefix, self._buf = say, prefix, ""
+
+    def write(self, text: str) -> int:
+        self._buf += text
+        while "\n" in self._buf:
+            line, self._buf = self._buf.split("\n", 1)
+            if line.strip():
+                self.say(self.prefix + line)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+
 def night_for(path: Path, store: Store, cfg: Config, *, has_gpu: bool, runner: Optional[harness.Runner] = None,
-              should_stop: Callable[[], bool] = lambda: False, started: Optional[float] = None) -> TargetNight:
-    """One target's nightly pass: re-check, drift, tune; returns its summary."""
+              should_stop: Callable[[], bool] = lambda: False, started: Optional[float] = None,
+              say: Callable[[str], None] = lambda s: None) -> TargetNight:
+    """One target's nightly pass: re-check, drift, tune; returns its summary.
+
+    ``say`` gets a line per step and per candidate tried, so a long tuning pass is never silent.
+    """
     from profd.flow.profile import profile
-    from profd.flow.tune import build_advisors, tune
+    from profd.flow.tune import Progress, build_advisors, tune
 
     started = started or time.time()
     notes: list[str] = []
+    t0 = time.time()
+    say(f"nightly: {path.name}: verifying and timing")
     res = profile(path, store, counters=cfg.run.counters and has_gpu, timeout_s=cfg.run.timeout_s,
                   force_cpu=cfg.run.force_cpu, runner=runner)
     m = res.measurement
     device = m.device.name if m.device else None
-    drift = _drift(store, path, runner, cfg.run.timeout_s, cfg.run.force_cpu) if m.correct else None
+    say(f"nightly: {path.name}: " + (f"correct, {m.timing.median_ms:.4g} ms" if m.correct and m.timing else
+                                      f"{m.verdict.status.value}") + f" ({time.time() - t0:.1f} s)")
+    drift = None
+    if m.correct:
+        say(f"nightly: {path.name}: re-checking the last kept candidate, if any")
+        drift = _drift(store, path, runner, cfg.run.timeout_s, cfg.run.force_cpu)
     tuned = None
     if m.correct and cfg.nightly.budget > 0:
+        say(f"nightly: {path.name}: tuning, up to {cfg.nightly.budget} candidate(s)")
+        progress = Progress(cfg.nightly.budget, stream=SayLines(say, f"nightly: {path.name}: "))
         tuned = tune(path, store, budget=cfg.nightly.budget, advisors=build_advisors(cfg), runner=runner,
                      counters=False, force_cpu=cfg.run.force_cpu, timeout_s=cfg.run.timeout_s, kind="nightly",
-                     should_stop=should_stop)
+                     should_stop=should_stop, progress=progress)
         notes += tuned.notes[:3]
+        say(f"nightly: {path.name}: tuning done, {tuned.evaluated} tried; {tuned.stopped}")
     y = _yesterday(store, path, device, started)
     best = store.best(path, device)
     t = m.timing
@@ -123,6 +164,7 @@ def night_for(path: Path, store: Store, cfg: Config, *, has_gpu: bool, runner: O
         message="" if m.correct else m.verdict.message,
         now=now, yesterday=TimeAt.from_record(y) if y else None, best=TimeAt.from_record(best) if best else None,
         roofline=RooflinePoint.from_roofline(res.roofline) if res.roofline else None,
+        roofline_note="" if res.roofline else _why_not_placed(res, has_gpu),
         findings=[FindingLine.from_finding(f) for f in res.findings[:3]],
         regression=regression, drift_note=drift_note,
         history=[(r.started_at, r.median_ms) for r in reversed(store.history(path, 60))
@@ -139,6 +181,22 @@ def night_for(path: Path, store: Store, cfg: Config, *, has_gpu: bool, runner: O
     return TargetNight(path, summary, notes)
 
 
+def _why_not_placed(res: Any, has_gpu: bool) -> str:
+    from advisors.roofline import why_not_placed
+
+    m = res.measurement
+    t = m.timing
+    on_gpu = bool(has_gpu and m.device and m.device.backend != "cpu")
+    has_ceilings = False
+    if on_gpu:
+        import hwspecs
+
+        has_ceilings = hwspecs.match(m.device.name) is not None
+    return why_not_placed(representative=on_gpu and bool(t is None or t.representative), has_ceilings=has_ceilings,
+                          has_work_counts=t is not None and (t.flops is not None or t.bytes_moved is not None),
+                          has_counters=res.counters is not None, device=m.device.name if m.device else "")
+
+
 def assemble(nights: list[TargetNight], store: Store, *, has_gpu: bool) -> NightlyReport:
     """The report over every target of tonight's run."""
     device = next((t.summary.now.device for t in nights if t.summary.now and t.summary.now.device), "")
@@ -153,10 +211,10 @@ def assemble(nights: list[TargetNight], store: Store, *, has_gpu: bool) -> Night
             prec = "bf16" if "bf16" in c.tflops else next(iter(c.tflops), "")
             rep.peak_tflops = c.tflops.get(prec)
             rep.precision = prec
+            rep.compute_ceilings = dict(c.tflops)
             rep.ceilings_source = c.source
     else:
-        rep.notes.append("No GPU: kernels ran in Triton's CPU interpreter; correctness is real, times are not "
-                         "representative of GPU performance.")
+        rep.interpreter = True  # the report says what that means (values.INTERPRETER_NOTE)
     for n in nights:
         rep.notes += [f"{n.path.name}: {x}" for x in n.notes]
     return rep
@@ -226,7 +284,7 @@ def run_inline(cfg: Config, store: Store, *, has_gpu: bool, runner: Optional[har
         nights = []
         for path in paths:
             say(f"nightly: {path.name}")
-            nights.append(night_for(path, store, cfg, has_gpu=has_gpu, runner=runner, started=started))
+            nights.append(night_for(path, store, cfg, has_gpu=has_gpu, runner=runner, started=started, say=say))
     else:
         nights = _on_executor(cfg, store, paths, has_gpu=has_gpu, started=started, say=say, on_done=on_done)
     rep = assemble(nights, store, has_gpu=has_gpu)
@@ -245,7 +303,7 @@ def _on_executor(cfg: Config, store: Store, paths: list[Path], *, has_gpu: bool,
     def job_fn(job: Job, slot: Any) -> None:
         with Store(store.path) as own:  # each slot thread writes through its own connection
             nights[job.id] = night_for(Path(job.path), own, slot_config(cfg, slot), has_gpu=has_gpu and slot.has_gpu,
-                                       runner=slot.runner, started=started)
+                                       runner=slot.runner, started=started, say=say)
 
     def done(h: Any) -> None:
         name = Path(h.job.path).name
@@ -291,7 +349,8 @@ def nightly_job(worker: Any, job: Any, path: Path) -> None:
 
     d = worker.daemon
     stop = lambda: d.stop_requested.is_set() or worker.queue.urgent_waiting(job.priority)  # noqa: E731
-    night = night_for(path, worker.store, d.cfg, has_gpu=worker.has_gpu, runner=d.runner, should_stop=stop)
+    night = night_for(path, worker.store, d.cfg, has_gpu=worker.has_gpu, runner=d.runner, should_stop=stop,
+                      say=d.say)
     key = f"{job.id:08d}-{path.stem}.json"
     write_private(pending_dir() / key,
                   json.dumps({"path": str(path), "summary": night.summary.to_dict(), "notes": night.notes}))

@@ -330,10 +330,17 @@ def build_advisors(cfg: Any) -> list[Advisor]:
     return from_registry(cfg)
 
 
+#: Said wherever a speedup measured in Triton's CPU interpreter is shown (tune's summary, apply's message).
+INTERPRETER_SPEEDUP_NOTE = ("measured in Triton's CPU interpreter (no GPU): this speedup says nothing about GPU "
+                            "speed, where the change may be slower; tune again on a GPU before relying on it")
+
+
 def summary(r: TuneResult) -> str:
-    """A few lines for the terminal: before, after, what was kept."""
+    """A few lines for the terminal: before, after, what was kept (and whether the times mean anything for a GPU)."""
     name = Path(r.target).name
     lines = [f"tune {name}: {r.evaluated} candidate(s) evaluated; {r.stopped}"]
+    if r.baseline.timing is not None and not r.baseline.timing.representative:
+        lines.append(f"  note: times {INTERPRETER_SPEEDUP_NOTE}")
     if r.baseline_ms is not None:
         lines.append(f"  before: {r.baseline_ms:.4g} ms")
     if r.best_candidate and r.best_ms:
