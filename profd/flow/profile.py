@@ -50,7 +50,8 @@ class Cancelled(Exception):
 def profile(path: Path, store: Store, *, counters: bool = False, full_set: bool = False, timeout_s: float = 120.0,
             force_cpu: bool = False, runner: Optional[harness.Runner] = None,
             cancelled: Callable[[], bool] = lambda: False,
-            on_step: Callable[[str, Any], None] = lambda step, value: None) -> ProfileResult:
+            on_step: Callable[[str, Any], None] = lambda step, value: None,
+            time_shapes: str = "bench") -> ProfileResult:
     """Verify and time ``path``; with ``counters`` also profile and diagnose it.
 
     ``on_step`` is called as each stage finishes ("verdict", then "report") so that
@@ -59,7 +60,7 @@ def profile(path: Path, store: Store, *, counters: bool = False, full_set: bool 
     """
     path = Path(path).resolve()
     before = _nvml_snapshot()
-    m = harness.measure(path, timeout_s=timeout_s, force_cpu=force_cpu, runner=runner)
+    m = harness.measure(path, timeout_s=timeout_s, force_cpu=force_cpu, runner=runner, time_shapes=time_shapes)
     if cancelled():
         raise Cancelled()
     after = _nvml_snapshot()

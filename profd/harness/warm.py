@@ -49,6 +49,21 @@ class WarmWorker:
             self.starting = False
             self.last_used = time.time()
 
+    def start_async(self) -> threading.Thread:
+        """Start the zygote in the background (importing torch takes seconds) while the
+        caller does other work; ``run`` waits for it (or starts it itself)."""
+        def go() -> None:
+            with self.lock:
+                if not self.alive():
+                    try:
+                        self.start()
+                    except Exception:
+                        pass  # run() tries once more, then falls back to a cold child
+
+        t = threading.Thread(target=go, name="profd-warm-start", daemon=True)
+        t.start()
+        return t
+
     def _start(self) -> None:
         from profd.gpu import ENV, probe
 
