@@ -176,9 +176,11 @@ def cmd_tune(args: argparse.Namespace) -> int:
         if daemon["running"]:
             prog.say(f"a profd daemon (pid {daemon['daemon'].get('pid')}) is running: its jobs and this session "
                      f"take turns on {dev.name}, one measurement at a time")
-        from profd.service.daemon import gpu_summary
+        has_gpu = False
+        if args.counters:  # only the counter pass needs to know (the probe may start a process)
+            from profd.service.daemon import gpu_summary
 
-        has_gpu, _ = gpu_summary()
+            has_gpu, _ = gpu_summary()
         prog.say(f"tuning {path.name} on {dev.name} with a warm worker (budget {args.budget}"
                  f"{f', {args.time:g} s' if args.time is not None else ''}); Ctrl-C stops and keeps the best so far")
         with Store() as store:
