@@ -8,7 +8,8 @@ candidates end there: incorrect, or not faster than the best so far. Only a
 *potential winner* goes to the judge (``_judge``): full verification (several
 input sets on every shape), full timing of every shape, and the acceptance rule
 -- correct on every shape, faster than the current best by more than the
-measured noise, confirmed by an independent A/B pair.
+measured noise, confirmed against the best re-timed beside it (A/B). A winner
+costs three children (screen, full run, best re-timed), a loser one.
 
 The session is recorded as it goes: each candidate's row, and the best so far
 (with its patch) as soon as it is kept, so a session stopped by a time limit,
@@ -534,23 +535,23 @@ def _judge(path: Path, cand: Candidate, best: Timing, ctx: TuneContext, *, runne
     if not win:
         return CandidateVerdict(cand.id, False, f"correct; {m.timing.median_ms:.4g} ms vs best {best.median_ms:.4g} "
                                 f"ms ({speed:.3f}x) is within the {noise:.1f}% noise or slower", m, speed)
-    # Confirm with an independent A/B pair: timing noise must not make a winner.
+    # Confirm with an A/B pair: the best re-timed now, right beside the candidate's full
+    # measurement. The candidate has been measured twice independently (the screen, which
+    # had to look faster, and this full run), the best twice (when it was kept, and now);
+    # the full run must beat both. Timing noise must not make a winner.
     best_cand = Candidate(id="best-recheck", source=ctx.best_source, advisor="recheck", rationale="")
-    ab = dict(runner=runner, timeout_s=timeout_s, force_cpu=force_cpu)
-    b2 = _measure_source(path, best_cand, request=full_request("", force_cpu=force_cpu, extra={}, trials=1,
-                                                               time_shapes="bench"), **ab)  # type: ignore[arg-type]
-    c2 = _measure_source(path, cand, request=full_request("", force_cpu=force_cpu, extra={}, trials=1,
-                                                          time_shapes="bench"), **ab)  # type: ignore[arg-type]
-    if not (b2.timing and c2.timing and c2.correct):
+    b2 = _measure_source(path, best_cand, runner=runner, timeout_s=timeout_s, force_cpu=force_cpu,
+                         request=full_request("", force_cpu=force_cpu, extra={}, trials=1, time_shapes="bench"))
+    if not b2.timing:
         return CandidateVerdict(cand.id, False, "the confirmation run failed", m, speed)
-    win2, noise2 = beats(b2.timing, c2.timing)
+    win2, noise2 = beats(b2.timing, m.timing)
     if not win2:
         return CandidateVerdict(cand.id, False, f"looked {speed:.3f}x faster but the A/B re-check did not confirm it "
-                                f"({c2.timing.median_ms:.4g} vs {b2.timing.median_ms:.4g} ms, noise {noise2:.1f}%)",
+                                f"({m.timing.median_ms:.4g} vs {b2.timing.median_ms:.4g} ms, noise {noise2:.1f}%)",
                                 m, speed)
     return CandidateVerdict(cand.id, True, f"correct and {speed:.3f}x faster than the best so far "
                             f"({m.timing.median_ms:.4g} vs {best.median_ms:.4g} ms; noise {noise:.1f}%; "
-                            f"confirmed {b2.timing.median_ms / c2.timing.median_ms:.3f}x)", m, speed)
+                            f"confirmed {b2.timing.median_ms / m.timing.median_ms:.3f}x)", m, speed)
 
 
 def _record(store: Store, session: int, path: Path, cand: Candidate, v: CandidateVerdict, base: Measurement) -> None:
