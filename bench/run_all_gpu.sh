@@ -7,7 +7,7 @@
 # Steps, in this order (the combined run uses reduced settings; each script also runs alone
 # with its full defaults, see bench/README.md):
 #   precision   timing_precision.py  10 runs each of vector_add and matmul, 20 identical candidates   ~1-1.5 min
-#   throughput  throughput.py        4 small kernels, tune budget 12, fresh Triton cache              ~1.5-2 min
+#   throughput  throughput.py        4 small kernels, profd tune CLI + daemon --tune 12, fresh cache  ~2-3 min
 #   overhead    overhead.py          --minutes 1 (the full question asks for 5) after the start-up scan ~1.5 min
 #   latency     latency.py           --saves 3 --examples vector_add,softmax,matmul, counters on    ~1.5-2.5 min
 #   tuning      tuning_quality.py    budget 24, all six examples, resumable, gets the time left      ~6-7 min alone
@@ -67,7 +67,7 @@ run() {
 for step in "${STEPS[@]}"; do
   case "$step" in
     precision)  run precision 180 timing_precision.py ;;
-    throughput) run throughput 240 throughput.py ;;
+    throughput) run throughput 300 throughput.py ;;
     overhead)   run overhead 200 overhead.py --minutes 1 ;;
     latency)    run latency 180 latency.py --saves 3 --examples vector_add,softmax,matmul ;;
     tuning)

@@ -185,24 +185,79 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
+    """Tune one file on the warm worker, taking turns with a running daemon on the GPU.
+
+    ``--time``, Ctrl-C and SIGTERM end the session cleanly: the measurement in flight
+    is abandoned, the best found so far is kept and its patch written, so that
+    ``profd apply`` can use it. A second Ctrl-C stops at once (still recorded).
+    """
+    import signal
+    import threading
+
+    from profd.flow.profile import Cancelled
+    from profd.flow.tune import Progress, build_advisors, local_device, open_runner, summary, tune
+    from profd.service.status import collect
     from profd.store import Store
-    from profd.flow.tune import Progress, build_advisors, summary, tune
 
     path = _target_file(args.file)
     cfg = _config(args)
     if args.no_llm:
         cfg.llm = {}
-    advisors = build_advisors(cfg)
-    from profd.service.daemon import gpu_summary
+    stop = threading.Event()
+    why: dict[str, str] = {}
+    prog = Progress(args.budget, enabled=not args.json)
+    dev = local_device(args.cpu)
 
-    has_gpu, _ = gpu_summary()
-    with Store() as store:
-        res = tune(path, store, budget=args.budget, time_budget_s=args.time, advisors=advisors,
-                   counters=args.counters and has_gpu, force_cpu=args.cpu, timeout_s=args.timeout,
-                   progress=Progress(args.budget, enabled=not args.json))
-    _emit(args, res.to_dict(), summary(res))
+    def waiting(holder: Optional[dict[str, Any]]) -> None:
+        who = f" ({holder['what']})" if holder and holder.get("what") else ""
+        prog.say(f"waiting for {dev.name}: another profd process is measuring on it{who}; taking turns")
+
+    runner = open_runner(dev, should_abort=stop.is_set, on_wait=waiting)
+
+    def on_signal(signum: int, frame: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now (the session is still closed)
+        why["signal"] = signal.Signals(signum).name
+        stop.set()
+        runner.kill_current()  # abandon the measurement in flight; it is not counted
+
+    old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        advisors = build_advisors(cfg)
+        daemon = collect()
+        if daemon["running"]:
+            prog.say(f"a profd daemon (pid {daemon['daemon'].get('pid')}) is running: its jobs and this session "
+                     f"take turns on {dev.name}, one measurement at a time")
+        has_gpu = False
+        if args.counters:  # only the counter pass needs to know (the probe may start a process)
+            from profd.service.daemon import gpu_summary
+
+            has_gpu, _ = gpu_summary()
+        prog.say(f"tuning {path.name} on {dev.name} with a warm worker (budget {args.budget}"
+                 f"{f', {args.time:g} s' if args.time is not None else ''}); Ctrl-C stops and keeps the best so far")
+        with Store() as store:
+            try:
+                res = tune(path, store, budget=args.budget, time_budget_s=args.time, advisors=advisors,
+                           runner=runner, counters=args.counters and has_gpu, force_cpu=args.cpu,
+                           timeout_s=args.timeout, progress=prog, should_stop=stop.is_set, warm=runner,
+                           allow_fallback=args.allow_fallback,
+                           stop_reason=lambda: f"stopped by {why.get('signal', 'a signal')}; the best so far is kept")
+            except Cancelled:
+                _emit(args, {"target": str(path), "stopped": f"stopped by {why.get('signal')} during the baseline",
+                             "evaluated": 0}, f"stopped by {why.get('signal')} before the baseline was measured; "
+                                              "nothing was recorded")
+                return 128 + int(getattr(signal, why.get("signal", "SIGINT")))
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
+        runner.close()
+    data = res.to_dict()
+    data["device"] = {"name": dev.name, "lock": dev.key}
+    _emit(args, data, summary(res))
     if not res.baseline.correct:
         return EXIT_TARGET_FAILED
+    if "signal" in why:
+        return 128 + int(getattr(signal, why["signal"]))
     return EXIT_OK
 
 
@@ -387,9 +442,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--budget", type=_number(int, 1, "--budget", "24"), default=24,
                    help="candidates to evaluate (default 24)")
     s.add_argument("--time", type=_number(float, 0, "--time", "600", strict=True), default=None,
-                   help="stop after this many seconds")
+                   help="stop after this many seconds, keeping the best so far (Ctrl-C and SIGTERM do the same)")
     s.add_argument("--counters", action="store_true", help="profile the baseline for findings (GPU)")
     s.add_argument("--no-llm", action="store_true", help="deterministic advisor only, even if [llm] is set")
+    s.add_argument("--allow-fallback", action="store_true",
+                   help="keep candidates that launch no kernel of their own (plain PyTorch), if faster")
     s.add_argument("--cpu", action="store_true", help="run in Triton's CPU interpreter even if a GPU exists")
     s.add_argument("--timeout", type=timeout, default=120.0)
     s.add_argument("--config", help="config file")

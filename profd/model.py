@@ -331,6 +331,10 @@ class Measurement(JsonMixin):
     verdict: Verdict
     device: Optional[DeviceInfo] = None
     timing: Optional[Timing] = None
+    # One Timing per declared shape (``Timing.shape`` says which) when the request asked
+    # for every shape to be timed (``ChildRequest.time_shapes="all"``); ``timing`` stays
+    # the bench shape's, the figure every comparison uses.
+    shape_timings: list[Timing] = field(default_factory=list)
     device_state_before: Optional[DeviceState] = None
     device_state_after: Optional[DeviceState] = None
     started_at: float = 0.0

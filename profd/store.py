@@ -248,6 +248,46 @@ class Store:
             "SELECT id, worker FROM jobs WHERE state IN ('queued','running') OR id IN "
             "(SELECT id FROM jobs ORDER BY id DESC LIMIT ?)", (recent,))}
 
+    # ------------------------------------------------------------------ tuning sessions
+
+    def open_tune_session(self, target: str, base_hash: str, started_at: float, device: Optional[str],
+                          budget: int, baseline_ms: Optional[float], kind: str = "tune") -> int:
+        """Start a tuning session's row; returns its id."""
+        cur = self.db.execute(
+            "INSERT INTO tune_sessions (target, base_hash, started_at, device, budget, baseline_ms, kind) "
+            "VALUES (?,?,?,?,?,?,?)", (target, base_hash, started_at, device, budget, baseline_ms, kind))
+        return int(cur.lastrowid)
+
+    def record_candidate(self, session_id: int, target: str, candidate_id: str, *, advisor: str, rationale: str,
+                         params: str, source_path: str, diff: str, accepted: bool, reason: str,
+                         status: Optional[str], median_ms: Optional[float], spread_pct: Optional[float],
+                         speedup: Optional[float], llm: Optional[str] = None) -> int:
+        """One evaluated candidate of a session (``params``/``llm`` are JSON text)."""
+        cur = self.db.execute(
+            "INSERT INTO candidates (session_id, target, candidate_id, advisor, rationale, params, source_path, "
+            "diff, accepted, reason, status, median_ms, spread_pct, speedup, created_at, llm) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (session_id, target, candidate_id, advisor, rationale, params, source_path, diff, int(accepted), reason,
+             status, median_ms, spread_pct, speedup, time.time(), llm))
+        return int(cur.lastrowid)
+
+    def update_tune_session(self, session_id: int, *, evaluated: int, best_ms: Optional[float],
+                            best_candidate: Optional[str]) -> None:
+        """The best so far of a running session (``profd apply`` can use it before the session ends)."""
+        self.db.execute("UPDATE tune_sessions SET evaluated=?, best_ms=?, best_candidate=? WHERE id=?",
+                        (evaluated, best_ms, best_candidate, session_id))
+
+    def close_tune_session(self, session_id: int, *, evaluated: int, best_ms: Optional[float],
+                           best_candidate: Optional[str], stopped: str) -> None:
+        """End a session: what it evaluated, its best, and why it stopped."""
+        self.db.execute("UPDATE tune_sessions SET finished_at=?, evaluated=?, best_ms=?, best_candidate=?, stopped=? "
+                        "WHERE id=?", (time.time(), evaluated, best_ms, best_candidate, stopped, session_id))
+
+    def tune_session(self, session_id: int) -> Optional[dict[str, Any]]:
+        """A session's row as a dict (None if unknown)."""
+        row = self.db.execute("SELECT * FROM tune_sessions WHERE id=?", (session_id,)).fetchone()
+        return dict(row) if row else None
+
 
 def _record(r: sqlite3.Row) -> RunRecord:
     return RunRecord(id=r["id"], target=r["target"], content_hash=r["content_hash"], kind=r["kind"],

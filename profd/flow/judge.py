@@ -40,12 +40,56 @@ from profd import secrets
 from profd.harness import channel
 from profd.harness.runner import kill_group, remove_scratch, scrubbed_env
 from profd.model import Candidate, CandidateVerdict, DeviceInfo, Measurement, Status, Timing, Verdict
-from profd.paths import artifacts_dir, ensure_private_dir
+from profd.paths import artifacts_dir, ensure_private_dir, write_private
 
 #: Claimed outputs profd accepts from one candidate child.
 OUTPUT_CAP = 256 << 20
 #: Verification: trials per declared shape, plus one call on the bench shape.
 TRIALS = 3
+#: The smallest gain that counts, in percent, whatever the measured spread says.
+NOISE_FLOOR_PCT = {True: 1.0, False: 5.0}  # representative GPU timing vs CPU interpreter
+#: GPU timing budget (ms) of a candidate's first run: enough for a stable median of a
+#: sub-millisecond kernel; a potential winner is re-timed at full length beside the best.
+SCREEN_REP_MS = 60.0
+FULL_REP_MS = 250.0
+#: A first run goes on to the A/B confirmation when it is faster than the best by at least
+#: this fraction of the noise floor (the confirmation needs the whole floor).
+PROMOTE_FRACTION = 0.5
+
+
+def noise_pct(a: Timing, b: Timing) -> float:
+    """The gain a candidate must beat: the larger spread of the two, with a floor."""
+    return max(a.spread_pct, b.spread_pct, NOISE_FLOOR_PCT[a.representative and b.representative])
+
+
+def beats(best: Timing, cand: Timing) -> tuple[bool, float]:
+    """Is ``cand`` faster than ``best`` by more than the noise? Returns (win, noise %)."""
+    noise = noise_pct(best, cand)
+    return cand.median_ms < best.median_ms * (1.0 - noise / 100.0), noise
+
+
+def promising(best: Timing, first: Timing) -> bool:
+    """Could the confirmation accept this candidate? Faster by part of the noise floor."""
+    floor = NOISE_FLOOR_PCT[best.representative and first.representative]
+    return first.median_ms < best.median_ms * (1.0 - PROMOTE_FRACTION * floor / 100.0)
+
+
+def source_sha256(source: str) -> str:
+    """The digest ``profd apply`` checks a kept candidate's file against."""
+    import hashlib
+
+    return hashlib.sha256(source.encode("utf-8", "replace")).hexdigest()
+
+
+def _target_key(path: Path) -> str:
+    from advisors.base import source_digest
+
+    return f"{path.stem}-{source_digest(str(path))[:8]}"
+
+
+def candidate_file(path: Path, cand_id: str, source: str) -> Path:
+    """Write a candidate where the user's watcher never sees it (user-only files)."""
+    return write_private(artifacts_dir("candidates", _target_key(path), cand_id) / path.name, source)
 
 
 @dataclass
@@ -132,7 +176,16 @@ class Judge:
     """Judges candidates of one target file for one tuning session."""
 
     def __init__(self, path: Path, *, force_cpu: bool = False, timeout_s: float = 120.0,
-                 allow_fallback: bool = False, output_cap: int = OUTPUT_CAP) -> None:
+                 allow_fallback: bool = False, output_cap: int = OUTPUT_CAP, warm: Any = None) -> None:
+        # ``warm``: a WarmWorker whose zygote forks the candidate children (torch and Triton already
+        # imported: a fork costs milliseconds where a cold child costs seconds). Each fork is still
+        # a fresh process that confines itself before loading candidate code.
+        # A LockedRunner (profd tune, a daemon slot) wraps the warm worker: its device lock is taken
+        # around every child, so two profd processes never measure on one GPU at once.
+        self.lock_key: Optional[str] = getattr(warm, "key", None)
+        inner = getattr(warm, "inner", warm)
+        self.warm = inner if hasattr(inner, "fork_judged") else None
+        self.children_last = 0  # children the last evaluate() started (for the tune loop's costs)
         self.path = Path(path).resolve()
         self.original = self.path.read_text()
         self.force_cpu, self.timeout_s = force_cpu, timeout_s
@@ -146,25 +199,46 @@ class Judge:
 
     # ------------------------------------------------------------------ one child
 
-    def run(self, source_path: Path) -> JudgedRun:
+    def run(self, source_path: Path, rep_ms: float = FULL_REP_MS, time_shapes: str = "bench") -> JudgedRun:
         """Run ``source_path``'s kernel in a confined child on fresh inputs and check everything it claims."""
         meta = self.ref.meta(self.timeout_s)
         # Like verify(): TRIALS calls per declared shape, one on the bench shape unless it is declared.
-        plan: list[Any] = [i for i in range(int(meta["shapes"])) for _ in range(TRIALS)]
+        order = meta.get("order") or list(range(int(meta["shapes"])))
+        plan: list[Any] = [i for i in order for _ in range(TRIALS)]
         if not meta.get("bench_in_shapes"):
             plan.append("bench")
         verify = [{"shape": s, "seed": _random.randbelow(2**31)} for s in plan]
         req = {"original": str(self.path), "candidate": str(Path(source_path).resolve()), "verify": verify,
                "bench_seeds": [_random.randbelow(2**31) for _ in range(2)], "force_cpu": self.force_cpu,
-               "sys_path": [str(self.path.parent)]}
+               "sys_path": [str(self.path.parent)], "rep_ms": rep_ms, "time_shapes": time_shapes}
+        self.children_last += 1
         claims = self._launch(req)
         return self._check(req, claims, Path(source_path))
 
+    def _warm_usable(self) -> bool:
+        w = self.warm
+        if w is None or getattr(w, "disabled", False):
+            return False
+        # The zygote chose its Triton mode when it started: the interpreter only if it did.
+        return not (self.force_cpu and w.alive() and not w.interpret)
+
     def _launch(self, req: dict[str, Any]) -> _Claims:
+        if self.lock_key is None:
+            return self._launch_unlocked(req)
+        from profd.harness.devicelock import hold
+
+        with hold(self.lock_key, f"judging a candidate of {self.path.name}"):
+            return self._launch_unlocked(req)
+
+    def _launch_unlocked(self, req: dict[str, Any]) -> _Claims:
         scratch = Path(tempfile.mkdtemp(prefix="profd-cand-"))
         os.chmod(scratch, 0o700)
         (scratch / "request.json").write_text(json.dumps(req))
         dest = Path(tempfile.mkdtemp(prefix="claims-", dir=self.work))  # under profd's state dir: child can't write
+        if self._warm_usable():
+            claims = self._launch_warm(scratch, dest)
+            if claims is not None:
+                return claims
         rfd, wfd = os.pipe()
         reader = channel.Reader(rfd, dest, self.output_cap)
         reader.start()
@@ -197,6 +271,54 @@ class Judge:
         stderr = (scratch / "stderr.log").read_text(errors="replace")[-4000:]
         remove_scratch(scratch)
         claims = _Claims(reader.got, proc.returncode, timed_out, stderr, time.time() - t0)
+        claims.got.dest = dest  # type: ignore[attr-defined]
+        return claims
+
+    def _launch_warm(self, scratch: Path, dest: Path) -> Optional[_Claims]:
+        """The candidate child as a fork of the warm worker; None when the zygote cannot fork one."""
+        fifo = scratch / "channel"
+        os.mkfifo(fifo, 0o600)
+        reader = channel.FifoReader(fifo, dest, self.output_cap)
+        reader.start()
+        t0 = time.time()
+        pid = self.warm.fork_judged(scratch, scratch / "request.json", fifo, secrets.scrub_env(scrubbed_env(
+            getattr(self.warm, "env_overrides", None))), done=lambda: False)
+        if pid is None:
+            reader.release()
+            reader.join(timeout=5)
+            os.unlink(fifo)
+            return None
+        exit_file = scratch / "exit.json"
+        timed_out = False
+        while not exit_file.exists():
+            if time.time() - t0 > self.timeout_s or reader.got.overflow:
+                timed_out = not reader.got.overflow
+                break
+            if not self.warm.alive():
+                break
+            time.sleep(0.005)
+        # The fork's whole session goes, helpers included (they may hold the FIFO open).
+        try:
+            os.killpg(pid, 9)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.warm.current_pid = None
+        deadline = time.time() + 10
+        while not exit_file.exists() and time.time() < deadline and self.warm.alive():
+            time.sleep(0.01)
+        reader.release()
+        reader.join(timeout=10)
+        rc: Optional[int] = None
+        try:
+            rc = int(json.loads(exit_file.read_text())["returncode"])
+        except (OSError, ValueError, KeyError):
+            pass
+        try:
+            stderr = (scratch / "stderr.log").read_text(errors="replace")[-4000:]
+        except OSError:
+            stderr = ""
+        remove_scratch(scratch)
+        claims = _Claims(reader.got, rc, timed_out, stderr, time.time() - t0)
         claims.got.dest = dest  # type: ignore[attr-defined]
         return claims
 
@@ -295,6 +417,15 @@ class Judge:
         m = Measurement(target=str(source), content_hash="", verdict=Verdict(Status.CORRECT, str(ans.get("message"))),
                         timing=timing, wall_s=c.wall_s, stderr_tail=secrets.redact(c.stderr[-2000:]),
                         warnings=[secrets.redact(str(w)) for w in rep.get("warnings", [])][:10])
+        for d in rep.get("shape_timings") or []:
+            try:
+                st = Timing.from_dict(d)
+            except Exception:
+                continue
+            if st.runs >= 1 and 0 <= st.min_ms <= st.median_ms <= st.max_ms:
+                m.shape_timings.append(st)
+        if m.shape_timings and not any(s.shape == timing.shape for s in m.shape_timings):
+            m.shape_timings.append(timing)
         if isinstance(rep.get("device"), dict):
             m.device = DeviceInfo.from_dict(rep["device"])
         sandbox = rep.get("sandbox")
@@ -307,14 +438,12 @@ class Judge:
 
     def baseline(self) -> JudgedRun:
         """The original through the same path candidates take (the figures they must beat)."""
-        self.base = self.run(self.path)
+        self.base = self.run(self.path, time_shapes="all")
         self.best = self.base
         return self.base
 
     def evaluate(self, cand: Candidate, best: Timing, ctx: TuneContext) -> tuple[CandidateVerdict, str]:
         """(verdict, short cause). Accepts only a confirmed win; ``verdict.confirmed`` says so."""
-        from profd.flow.tune import beats, candidate_file
-
         def reject(reason: str, cause: str, m: Optional[Measurement] = None, speed: Optional[float] = None
                    ) -> tuple[CandidateVerdict, str]:
             return CandidateVerdict(cand.id, False, secrets.redact(reason), m, speed), cause
@@ -325,8 +454,11 @@ class Judge:
             return reject(f"incorrect: load_error: the candidate does not parse: {e}", "load_error")
         if problems:
             return reject("breaks the file's contract: " + "; ".join(problems), "contract")
+        self.children_last = 0
         f = candidate_file(self.path, cand.id, cand.source)
-        r = self.run(f)
+        # A short first timing: most candidates are losers, and one child with a short timing
+        # says so; only a potential winner pays the full A/B re-check below.
+        r = self.run(f, rep_ms=SCREEN_REP_MS)
         m = r.measurement
         if not m.correct:
             return reject(f"incorrect: {m.verdict.status.value}: {m.verdict.message}", r.cause, m)
@@ -337,15 +469,15 @@ class Judge:
                           "--allow-fallback (config: allow_fallback = true) to consider such candidates.",
                           "fallback", m)
         speed = best.median_ms / m.timing.median_ms if m.timing.median_ms else None
-        win, noise = beats(best, m.timing)
-        if not win:
+        noise = noise_pct(best, m.timing)
+        if not promising(best, m.timing):
             return reject(f"correct; {m.timing.median_ms:.4g} ms vs best {best.median_ms:.4g} ms "
                           f"({(speed or 0):.3f}x) is within the {noise:.1f}% noise or slower", "not faster", m, speed)
         # Confirmation: best and candidate again, each in a fresh process on fresh inputs.
         best_file = self.path if ctx.best_source == self.original else candidate_file(self.path, "best-recheck",
                                                                                        ctx.best_source)
         b2 = self.run(best_file)
-        c2 = self.run(f)
+        c2 = self.run(f, time_shapes="all")
         if not (b2.measurement.correct and b2.measurement.timing):
             return reject(f"the confirmation run of the current best failed: {b2.measurement.verdict.message}",
                           "confirmation failed", m, speed)
@@ -370,7 +502,7 @@ class Judge:
         v = CandidateVerdict(cand.id, True, secrets.redact(
             f"correct and {(speed or 0):.3f}x faster than the best so far ({m.timing.median_ms:.4g} vs "
             f"{best.median_ms:.4g} ms; noise {noise:.1f}%; confirmed {claimed:.3f}x in fresh processes on fresh "
-            f"inputs, {seen:.3f}x on profd's clock)"), m, speed)
+            f"inputs, {seen:.3f}x on profd's clock)"), c2.measurement, speed)
         v.confirmed = True
         self.best = c2
         return v, "kept"

@@ -138,7 +138,7 @@ def night_for(path: Path, store: Store, cfg: Config, *, has_gpu: bool, runner: O
     if m.correct and cfg.nightly.budget > 0:
         say(f"nightly: {path.name}: tuning, up to {cfg.nightly.budget} candidate(s)")
         progress = Progress(cfg.nightly.budget, stream=SayLines(say, f"nightly: {path.name}: "))
-        tuned = tune(path, store, budget=cfg.nightly.budget, advisors=build_advisors(cfg), runner=runner,
+        tuned = tune(path, store, budget=cfg.nightly.budget, advisors=build_advisors(cfg), runner=runner, warm=runner,
                      counters=False, force_cpu=cfg.run.force_cpu, timeout_s=cfg.run.timeout_s, kind="nightly",
                      should_stop=should_stop, progress=progress)
         notes += tuned.notes[:3]

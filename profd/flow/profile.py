@@ -54,7 +54,8 @@ class Cancelled(Exception):
 def profile(path: Path, store: Store, *, counters: bool = False, full_set: bool = False, timeout_s: float = 120.0,
             force_cpu: bool = False, runner: Optional[harness.Runner] = None,
             cancelled: Callable[[], bool] = lambda: False, gpu_index: Optional[int] = None,
-            on_step: Callable[[str, Any], None] = lambda step, value: None) -> ProfileResult:
+            on_step: Callable[[str, Any], None] = lambda step, value: None,
+            time_shapes: str = "bench") -> ProfileResult:
     """Verify and time ``path``; with ``counters`` also profile and diagnose it.
 
     ``on_step`` is called as each stage finishes ("verdict", then "report") so that
@@ -69,7 +70,7 @@ def profile(path: Path, store: Store, *, counters: bool = False, full_set: bool 
     path = Path(path).resolve()
     check_target(path)
     before = _nvml_snapshot(gpu_index)
-    m = harness.measure(path, timeout_s=timeout_s, force_cpu=force_cpu, runner=runner)
+    m = harness.measure(path, timeout_s=timeout_s, force_cpu=force_cpu, runner=runner, time_shapes=time_shapes)
     if cancelled():
         raise Cancelled()
     after = _nvml_snapshot(gpu_index)

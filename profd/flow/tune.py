@@ -1,12 +1,18 @@
-"""The re-measure loop: advisors propose, the harness judges, only wins are kept.
+"""The re-measure loop: advisors propose, the judge decides, only wins are kept.
 
-Every candidate runs through exactly the harness the original ran through:
-fresh-input verification, then timing. A candidate is kept only when it is
-correct and faster than the current best by more than the measured noise (the
-larger inter-quartile spread of the two, with a floor), and the win survives a
-second, independent A/B measurement. Candidates are written to profd's state
-directory, never to the user's directory; the user's file changes only through
-``profd apply``.
+Every candidate, whatever advisor proposed it, goes through the judge
+(``profd/flow/judge.py``): the contract check, then a confined child that runs only
+the candidate's ``kernel`` on inputs made from the user's file (smallest shape first,
+so a broken candidate fails on the cheapest shape), outputs compared in the trusted
+reference process, a short timing first; only a potential winner is re-timed and
+re-checked against the best in fresh processes on fresh inputs, and only a confirmed
+win is kept. A loser costs one child, a winner three.
+
+The session is recorded as it goes: each candidate's row, and the best so far
+(with its patch) as soon as it is kept, so a session stopped by a time limit,
+Ctrl-C, SIGTERM or even SIGKILL leaves something ``profd apply`` can use.
+Candidates are written to profd's state directory, never to the user's
+directory; the user's file changes only through ``profd apply``.
 """
 
 from __future__ import annotations
@@ -20,14 +26,30 @@ from typing import Any, Callable, Optional
 
 from advisors.base import Advisor, Attempt, TuneContext, source_digest, unified_diff
 from profd.harness import runner as harness
+from profd.flow.judge import (NOISE_FLOOR_PCT, _target_key, beats, candidate_file, noise_pct,  # noqa: F401
+                              promising, source_sha256)
 from profd.model import Candidate, CandidateVerdict, Measurement, Timing
 from profd.paths import artifacts_dir, write_private
 from profd.store import Store
 
-#: The smallest gain that counts, in percent, whatever the measured spread says.
-NOISE_FLOOR_PCT = {True: 1.0, False: 5.0}  # representative GPU timing vs CPU interpreter
 #: Consecutive rounds in which no advisor proposed anything new before tuning stops.
 MAX_EMPTY_ROUNDS = 3
+
+
+@dataclass
+class CandidateCost:
+    """Where one candidate's time went: for progress lines and the throughput bench."""
+
+    candidate: str
+    outcome: str  # "incorrect", "not faster (screen)", "judged: kept", "judged: rejected", ...
+    screen_s: float = 0.0
+    judge_s: float = 0.0
+    children: int = 0
+    screen_ms: Optional[float] = None  # the screening median
+
+    @property
+    def total_s(self) -> float:
+        return self.screen_s + self.judge_s
 
 
 @dataclass
@@ -46,6 +68,9 @@ class TuneResult:
     patch_path: Optional[str] = None
     stopped: str = ""
     notes: list[str] = field(default_factory=list)
+    costs: list[CandidateCost] = field(default_factory=list)
+    best_measurement: Optional[Measurement] = None  # the judge's full measurement of the kept best
+    wall_s: float = 0.0
 
     @property
     def speedup(self) -> Optional[float]:
@@ -53,46 +78,147 @@ class TuneResult:
             return self.baseline_ms / self.best_ms
         return None
 
+    @property
+    def candidates_per_min(self) -> Optional[float]:
+        return self.evaluated / (self.wall_s / 60.0) if self.wall_s > 0 else None
+
+    def shape_table(self) -> list[dict[str, Any]]:
+        """Per declared shape: the original's time, the best's, and the speedup."""
+        return shape_table(self.baseline, self.best_measurement)
+
+    def triton_configs(self, limit: int = 4) -> list[dict[str, Any]]:
+        """The fastest configurations found, as ``triton.Config`` fields (see ``triton_configs``)."""
+        return triton_configs(self, limit)
+
     def to_dict(self) -> dict[str, Any]:
+        costs = {c.candidate: c for c in self.costs}
+        configs = self.triton_configs()
         return {
             "target": self.target, "session_id": self.session_id, "baseline": self.baseline.to_dict(),
             "best_candidate": self.best_candidate, "baseline_ms": self.baseline_ms, "best_ms": self.best_ms,
             "speedup": self.speedup, "evaluated": self.evaluated, "patch_path": self.patch_path,
-            "stopped": self.stopped, "notes": self.notes,
+            "stopped": self.stopped, "notes": self.notes, "wall_s": round(self.wall_s, 3),
+            "candidates_per_min": self.candidates_per_min,
+            "shapes": self.shape_table(),
+            "triton_configs": configs, "triton_configs_text": format_triton_configs(configs),
             "attempts": [{"candidate": {k: v for k, v in a.candidate.to_dict().items() if k != "source"},
                           "verdict": {k: v for k, v in a.verdict.to_dict().items() if k != "measurement"},
                           "status": a.verdict.measurement.verdict.status.value if a.verdict.measurement else None,
                           "median_ms": a.verdict.measurement.timing.median_ms
-                          if a.verdict.measurement and a.verdict.measurement.timing else None}
+                          if a.verdict.measurement and a.verdict.measurement.timing else None,
+                          "shape_timings": [_shape_row(t) for t in a.verdict.measurement.shape_timings]
+                          if a.verdict.measurement else [],
+                          "cost": costs[a.candidate.id].__dict__ if a.candidate.id in costs else None}
                          for a in self.attempts],
         }
 
 
-def noise_pct(a: Timing, b: Timing) -> float:
-    """The gain a candidate must beat: the larger spread of the two, with a floor."""
-    return max(a.spread_pct, b.spread_pct, NOISE_FLOOR_PCT[a.representative and b.representative])
+def _shape_row(t: Timing) -> dict[str, Any]:
+    return {"shape": t.shape, "median_ms": t.median_ms, "spread_pct": round(t.spread_pct, 2),
+            "tflops": t.tflops, "gbps": t.gbps}
 
 
-def beats(best: Timing, cand: Timing) -> tuple[bool, float]:
-    """Is ``cand`` faster than ``best`` by more than the noise? Returns (win, noise %)."""
-    noise = noise_pct(best, cand)
-    return cand.median_ms < best.median_ms * (1.0 - noise / 100.0), noise
+def shape_table(base: Measurement, best: Optional[Measurement]) -> list[dict[str, Any]]:
+    """Rows {shape, baseline_ms, best_ms, speedup} over the shapes either side timed."""
+    def key(shape: dict[str, Any]) -> str:
+        return json.dumps(shape, sort_keys=True, default=str)
+
+    rows: dict[str, dict[str, Any]] = {}
+    for t in base.shape_timings:
+        rows[key(t.shape)] = {"shape": t.shape, "baseline_ms": t.median_ms, "best_ms": None, "speedup": None}
+    for t in (best.shape_timings if best else []):
+        r = rows.setdefault(key(t.shape), {"shape": t.shape, "baseline_ms": None, "best_ms": None, "speedup": None})
+        r["best_ms"] = t.median_ms
+        if r["baseline_ms"] and t.median_ms:
+            r["speedup"] = r["baseline_ms"] / t.median_ms
+    return list(rows.values())
 
 
-def source_sha256(source: str) -> str:
-    """The digest ``profd apply`` checks a kept candidate's file against."""
-    import hashlib
-
-    return hashlib.sha256(source.encode("utf-8", "replace")).hexdigest()
+# --------------------------------------------------------------------------- triton.Config output
 
 
-def _target_key(path: Path) -> str:
-    return f"{path.stem}-{source_digest(str(path))[:8]}"
+def config_of(source: str) -> dict[str, dict[str, Any]]:
+    """Per @triton.jit kernel of ``source``: its launch configuration as ``triton.Config`` fields.
+
+    {kernel: {"kwargs": {meta-parameter: value}, "num_warps": n, "num_stages": n}}, from the
+    knobs the launch really receives (``advisors.knobs.discover``); unresolved values are left out.
+    """
+    from advisors.knobs import discover
+
+    try:
+        k = discover(source)
+    except Exception:
+        return {}
+    out: dict[str, dict[str, Any]] = {}
+    for knob in k.knobs:
+        if knob.value is None or not knob.kernel or knob.kind == "autotune":
+            continue
+        c = out.setdefault(knob.kernel, {"kwargs": {}, "num_warps": None, "num_stages": None})
+        if knob.kind == "num_warps":
+            c["num_warps"] = knob.value
+        elif knob.kind == "num_stages":
+            c["num_stages"] = knob.value
+        elif knob.param and knob.param in k.constexpr_params.get(knob.kernel, [knob.param]):
+            c["kwargs"].setdefault(knob.param, knob.value)
+    return out
 
 
-def candidate_file(path: Path, cand_id: str, source: str) -> Path:
-    """Write a candidate where the user's watcher never sees it (user-only files)."""
-    return write_private(artifacts_dir("candidates", _target_key(path), cand_id) / path.name, source)
+def triton_configs(r: TuneResult, limit: int = 4) -> list[dict[str, Any]]:
+    """The fastest distinct configurations correct on every declared shape, best first.
+
+    The kept best leads; then the other correct candidates (and the original) by their
+    measured median. Each entry: {kernel, kwargs, num_warps, num_stages, median_ms, candidate}.
+    """
+    timed: list[tuple[int, float, str, str]] = []  # (rank group, median, id, source)
+    if r.baseline.timing is not None:
+        timed.append((1, r.baseline.timing.median_ms, "original", ""))
+    for a in r.attempts:
+        m = a.verdict.measurement
+        if m is None or not m.correct or m.timing is None:
+            continue
+        timed.append((0 if a.candidate.id == r.best_candidate else 1, m.timing.median_ms, a.candidate.id,
+                      a.candidate.source))
+    timed.sort(key=lambda t: (t[0], t[1]))
+    out: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    original = None
+    for _, median, cid, src in timed:
+        if cid == "original":
+            if original is None:
+                original = Path(r.target).read_text() if Path(r.target).exists() else ""
+            src = original
+        for kernel, c in config_of(src).items():
+            sig = json.dumps([kernel, c], sort_keys=True, default=str)
+            if sig in seen:
+                continue
+            seen.add(sig)
+            out.append({"kernel": kernel, **c, "median_ms": median, "candidate": cid})
+        if len({o["candidate"] for o in out}) >= limit:
+            break
+    return out
+
+
+def format_triton_configs(configs: list[dict[str, Any]]) -> str:
+    """Python text to paste into ``@triton.autotune(configs=..., key=[...])``, one list per kernel."""
+    if not configs:
+        return ""
+    kernels: dict[str, list[dict[str, Any]]] = {}
+    for c in configs:
+        kernels.setdefault(c["kernel"], []).append(c)
+    blocks = []
+    for kernel, cs in kernels.items():
+        lines = [f"# {kernel}: fastest first; use with @triton.autotune(configs=configs, key=[...size args...])",
+                 "# and drop these meta-parameters from the launch call.", "configs = ["]
+        for c in cs:
+            kw = ", ".join(f"{json.dumps(k)}: {v!r}" for k, v in c["kwargs"].items())
+            extra = "".join(f", {name}={c[name]!r}" for name in ("num_warps", "num_stages") if c.get(name) is not None)
+            lines.append(f"    triton.Config({{{kw}}}{extra}),  # {c['median_ms']:.4g} ms ({c['candidate']})")
+        lines.append("]")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+# --------------------------------------------------------------------------- helpers
 
 
 class Progress:
@@ -103,6 +229,14 @@ class Progress:
         self.stream = stream or sys.stderr
         self.enabled = enabled
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.t0 = time.time()
+
+    def say(self, text: str) -> None:
+        """A line of its own (waiting for the GPU, the baseline, ...)."""
+        if not self.enabled:
+            return
+        self.stream.write(("\r\033[K" if self.tty else "") + text + "\n")
+        self.stream.flush()
 
     def update(self, done: int, text: str) -> None:
         if not self.enabled:
@@ -110,7 +244,9 @@ class Progress:
         width = 24
         filled = int(width * min(done, self.total) / max(self.total, 1))
         bar = "#" * filled + "." * (width - filled)
-        line = f"[{bar}] {done}/{self.total} {text}"
+        elapsed = time.time() - self.t0
+        rate = f" {done / (elapsed / 60.0):.0f}/min" if done and elapsed > 0 else ""
+        line = f"[{bar}] {done}/{self.total}{rate} {text}"
         if self.tty:
             self.stream.write("\r\033[K" + line[:200])
             if done >= self.total:
@@ -126,20 +262,39 @@ class Progress:
 
 
 def _measure_source(path: Path, cand: Candidate, *, runner: Optional[harness.Runner], timeout_s: float,
-                    force_cpu: bool, trials: int = 3) -> Measurement:
+                    force_cpu: bool, trials: int = 3, request: Optional[harness.ChildRequest] = None) -> Measurement:
+    """Write ``cand`` to the state directory and measure it (``request`` overrides the default one)."""
     f = candidate_file(path, cand.id, cand.source)
-    req = harness.ChildRequest(target=str(f), trials=trials, force_cpu=force_cpu,
-                               extra={"sys_path": [str(path.parent)]})
+    extra = {"sys_path": [str(path.parent)]}
+    if request is None:
+        req = harness.ChildRequest(target=str(f), trials=trials, force_cpu=force_cpu, extra=extra)
+    else:
+        req = request
+        req.target, req.extra = str(f), {**req.extra, **extra}
     run = (runner or harness.ColdRunner()).run(req, timeout_s=timeout_s)
-    return harness.to_measurement(run, f, timeout_s)
+    m = harness.to_measurement(run, f, timeout_s)
+    m.wall_s = run.wall_s
+    return m
+
+
+# --------------------------------------------------------------------------- the loop
 
 
 def tune(path: Path, store: Store, *, budget: int = 24, time_budget_s: Optional[float] = None,
          advisors: Optional[list[Advisor]] = None, runner: Optional[harness.Runner] = None,
          counters: bool = False, force_cpu: bool = False, timeout_s: float = 120.0, kind: str = "tune",
          progress: Optional[Progress] = None, should_stop: Callable[[], bool] = lambda: False,
-         device_spec: Any = None, batch: int = 2, allow_fallback: bool = False) -> TuneResult:
-    """Tune ``path`` with ``budget`` candidates (and optionally a time budget)."""
+         stop_reason: Optional[Callable[[], str]] = None, device_spec: Any = None, batch: int = 2,
+         allow_fallback: bool = False, warm: Any = None) -> TuneResult:
+    """Tune ``path`` with ``budget`` candidates (and optionally a time budget in seconds).
+
+    ``should_stop`` is polled between candidates (and a measurement in flight when it
+    turned true is discarded, not counted); ``stop_reason`` words why it stopped
+    (default: pre-empted). Whatever stops it, the session is closed with the best
+    found so far recorded and its patch written. ``warm`` (a WarmWorker) lets the judge
+    fork its candidate children instead of starting each cold; ``allow_fallback`` lets a
+    candidate that launches no kernel of its own (plain PyTorch) be kept.
+    """
     from advisors.rewriters.deterministic import DeterministicAdvisor
     from profd.flow.profile import profile
 
@@ -147,67 +302,74 @@ def tune(path: Path, store: Store, *, budget: int = 24, time_budget_s: Optional[
     original = path.read_text()
     advisors = advisors if advisors is not None else [DeterministicAdvisor()]
     t0 = time.time()
-    base = profile(path, store, counters=counters, timeout_s=timeout_s, force_cpu=force_cpu, runner=runner)
+    prog = progress or Progress(budget, enabled=False)
+    # Stopped during the baseline: profile() raises Cancelled and stores nothing.
+    base = profile(path, store, counters=counters, timeout_s=timeout_s, force_cpu=force_cpu, runner=runner,
+                   time_shapes="all", cancelled=should_stop)
     m0 = base.measurement
     device = m0.device.name if m0.device else None
-    cur = store.db.execute(
-        "INSERT INTO tune_sessions (target, base_hash, started_at, device, budget, baseline_ms, kind) "
-        "VALUES (?,?,?,?,?,?,?)",
-        (str(path), m0.content_hash, t0, device, budget, m0.timing.median_ms if m0.timing else None, kind))
-    session = int(cur.lastrowid)
+    baseline_ms = m0.timing.median_ms if m0.timing else None
+    session = store.open_tune_session(str(path), m0.content_hash, t0, device, budget, baseline_ms, kind)
     result = TuneResult(target=str(path), session_id=session, baseline=m0, best_source=original,
-                        best_candidate=None, baseline_ms=m0.timing.median_ms if m0.timing else None,
-                        best_ms=m0.timing.median_ms if m0.timing else None, evaluated=0)
-    if not m0.correct or m0.timing is None:
-        result.stopped = f"the original is not correct ({m0.verdict.status.value}): fix it before tuning"
-        _close(store, result)
-        return result
-    from profd.flow.judge import Judge
+                        best_candidate=None, baseline_ms=baseline_ms, best_ms=baseline_ms, evaluated=0)
 
-    judge = Judge(path, force_cpu=force_cpu, timeout_s=timeout_s, allow_fallback=allow_fallback)
+    def stopped_why() -> str:
+        return stop_reason() if stop_reason else "pre-empted (a save is waiting, or profd is stopping)"
+
     try:
-        _loop(path, store, result, judge, session, m0, base, original, t0, budget=budget, time_budget_s=time_budget_s,
-              advisors=advisors, progress=progress, should_stop=should_stop, device_spec=device_spec, batch=batch)
-    except BaseException as e:
-        result.stopped = result.stopped or f"stopped by {type(e).__name__}"
+        if should_stop():
+            result.stopped = stopped_why()
+        elif not m0.correct or m0.timing is None:
+            result.stopped = f"the original is not correct ({m0.verdict.status.value}): fix it before tuning"
+        else:
+            from profd.flow.judge import Judge
+
+            judge = Judge(path, force_cpu=force_cpu, timeout_s=timeout_s, allow_fallback=allow_fallback, warm=warm)
+            try:
+                _loop(path, store, result, base, advisors, prog, judge, original=original, budget=budget,
+                      deadline=(t0 + time_budget_s) if time_budget_s is not None else None,
+                      time_budget_s=time_budget_s, should_stop=should_stop, stopped_why=stopped_why,
+                      device_spec=device_spec, batch=batch)
+            finally:
+                judge.close()
+    except BaseException as e:  # Ctrl-C as KeyboardInterrupt, profd's own bug: keep what was found
+        result.stopped = result.stopped or f"interrupted ({type(e).__name__})"
+        _finish(store, result, advisors, prog, t0)
         raise
-    finally:
-        # The session is closed whatever happened (a crash, Ctrl-C): never left open in the store.
-        judge.close()
-        _close(store, result)
+    _finish(store, result, advisors, prog, t0)
     return result
 
 
-def _loop(path: Path, store: Store, result: TuneResult, judge: Any, session: int, m0: Measurement, base: Any,
-          original: str, t0: float, *, budget: int, time_budget_s: Optional[float], advisors: list[Advisor],
-          progress: Optional[Progress], should_stop: Callable[[], bool], device_spec: Any, batch: int) -> None:
-    """The propose-judge loop of :func:`tune`; fills ``result``."""
+def _loop(path: Path, store: Store, result: TuneResult, base: Any, advisors: list[Advisor], prog: Progress,
+          judge: Any, *, original: str, budget: int, deadline: Optional[float], time_budget_s: Optional[float],
+          should_stop: Callable[[], bool], stopped_why: Callable[[], str], device_spec: Any, batch: int) -> None:
+    m0 = result.baseline
+    # The figures candidates must beat come from the path they take: the judge's child.
     judged = judge.baseline()
     if not judged.measurement.correct or judged.measurement.timing is None:
         result.stopped = (f"the original did not pass profd's judge ({judged.measurement.verdict.status.value}: "
                           f"{judged.measurement.verdict.message}); fix it before tuning")
         return
-    result.baseline_ms = result.best_ms = judged.measurement.timing.median_ms
     best_timing: Timing = judged.measurement.timing
+    result.baseline_ms = result.best_ms = best_timing.median_ms
     ctx = TuneContext(path=str(path), original_source=original, best_source=original,
                       best_median_ms=best_timing.median_ms, findings=list(base.findings), report=base.report,
                       device_spec=device_spec, budget_left=budget)
-    try:
-        from advisors.knobs import discover
-
-        ctx.knobs = discover(original, str(path))
-    except Exception:
-        ctx.knobs = None
-    prog = progress or Progress(budget, enabled=False)
+    ctx.knobs = _knobs(original, path)
+    result.attempts = ctx.history  # the same list: current whenever the loop stops
     prog.update(0, f"baseline {best_timing.median_ms:.4g} ms (±{best_timing.spread_pct:.1f}%)")
     empty_rounds = 0
+
+    def out_of_time() -> bool:
+        return deadline is not None and time.time() > deadline
+
     while result.evaluated < budget:
         if should_stop():
-            result.stopped = "pre-empted (a save is waiting, or profd is stopping)"
-            break
-        if time_budget_s is not None and time.time() - t0 > time_budget_s:
+            result.stopped = stopped_why()
+            return
+        if out_of_time():
             result.stopped = f"time budget of {time_budget_s:g} s used up"
-            break
+            return
         ctx.budget_left = budget - result.evaluated
         proposals: list[Candidate] = []
         for adv in advisors:
@@ -228,20 +390,32 @@ def _loop(path: Path, store: Store, result: TuneResult, judge: Any, session: int
             empty_rounds += 1
             if empty_rounds >= MAX_EMPTY_ROUNDS:
                 result.stopped = "no advisor has anything left to try"
-                break
+                return
             continue
         empty_rounds = 0
         for cand in proposals:
-            if result.evaluated >= budget or should_stop():
+            if result.evaluated >= budget:
                 break
+            if should_stop():
+                result.stopped = stopped_why()
+                return
+            if out_of_time():
+                result.stopped = f"time budget of {time_budget_s:g} s used up"
+                return
             if not cand.diff:
                 cand.diff = unified_diff(original, cand.source, path.name)
-            verdict, _cause = judge.evaluate(cand, best_timing, ctx)
+            verdict, cost = _evaluate(judge, cand, best_timing, ctx)
+            if should_stop():
+                # Stopped while this candidate ran: its measurement was abandoned (killed), so
+                # it says nothing about the candidate. Not counted, not recorded.
+                result.stopped = stopped_why()
+                return
             result.evaluated += 1
+            result.costs.append(cost)
             ctx.history.append(Attempt(cand, verdict))
-            _record(store, session, path, cand, verdict, m0)
+            _record(store, result.session_id, path, cand, verdict, m0)
             mark = "kept" if verdict.accepted else "rejected"
-            prog.update(result.evaluated, f"{cand.id} {mark}: {verdict.reason[:90]}")
+            prog.update(result.evaluated, f"{cand.id} {mark} ({cost.total_s:.1f} s): {verdict.reason[:90]}")
             if verdict.accepted and verdict.measurement and verdict.measurement.timing:
                 best_timing = verdict.measurement.timing
                 ctx.best_source = cand.source
@@ -249,24 +423,30 @@ def _loop(path: Path, store: Store, result: TuneResult, judge: Any, session: int
                 result.best_source = cand.source
                 result.best_candidate = cand.id
                 result.best_ms = best_timing.median_ms
-                try:
-                    from advisors.knobs import discover
-
-                    ctx.knobs = discover(cand.source, str(path))
-                except Exception:
-                    pass
+                result.best_measurement = verdict.measurement
+                _keep_best(store, result, original, path)
+                ctx.knobs = _knobs(cand.source, path) or ctx.knobs
                 # The rest of this batch was derived from the old best: measured now, a
                 # candidate without the change just kept could win and silently undo it.
                 break
-    else:
-        result.stopped = f"budget of {budget} candidates used"
-    prog.close()
-    result.attempts = ctx.history
-    if result.best_candidate:
-        patch = artifacts_dir("candidates", _target_key(path)) / f"best-session{session}.patch"
-        result.patch_path = str(write_private(patch, unified_diff(original, result.best_source, path.name)))
-    for adv in advisors:
-        result.notes += [n for n in getattr(adv, "notes", []) if n not in result.notes]
+    result.stopped = f"budget of {budget} candidates used"
+
+
+def _knobs(source: str, path: Path) -> Any:
+    try:
+        from advisors.knobs import discover
+
+        return discover(source, str(path))
+    except Exception:
+        return None
+
+
+def _evaluate(judge: Any, cand: Candidate, best: Timing, ctx: TuneContext) -> tuple[CandidateVerdict, CandidateCost]:
+    """The judge's verdict on ``cand`` and what it cost."""
+    t = time.time()
+    verdict, cause = judge.evaluate(cand, best, ctx)
+    cost = CandidateCost(cand.id, cause, judge_s=time.time() - t, children=judge.children_last)
+    return verdict, cost
 
 
 def _record(store: Store, session: int, path: Path, cand: Candidate, v: CandidateVerdict, base: Measurement) -> None:
@@ -275,30 +455,81 @@ def _record(store: Store, session: int, path: Path, cand: Candidate, v: Candidat
     src_path = artifacts_dir("candidates", _target_key(path), cand.id) / path.name
     llm = None
     from advisors.rewriters import records_llm_exchange
-
-    if records_llm_exchange(cand.advisor):
-        llm = json.dumps({"prompt": cand.prompt, "response": cand.response, "tokens_in": cand.tokens_in,
-                          "tokens_out": cand.tokens_out, "latency_s": cand.latency_s, "cost_usd": cand.cost_usd})
     from profd.secrets import redact, redact_tree
 
-    llm = redact(llm)
+    if records_llm_exchange(cand.advisor):
+        llm = redact(json.dumps({"prompt": cand.prompt, "response": cand.response, "tokens_in": cand.tokens_in,
+                                 "tokens_out": cand.tokens_out, "latency_s": cand.latency_s,
+                                 "cost_usd": cand.cost_usd}))
     write_private(src_path.parent / "verdict.json",
                   json.dumps(redact_tree({"candidate": {k: v2 for k, v2 in cand.to_dict().items() if k != "source"},
                                           "verdict": v.to_dict(), "confirmed": v.confirmed,
                                           "source_sha256": source_sha256(cand.source)}), default=str))
-    store.db.execute(
-        "INSERT INTO candidates (session_id, target, candidate_id, advisor, rationale, params, source_path, diff, "
-        "accepted, reason, status, median_ms, spread_pct, speedup, created_at, llm) "
-        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-        (session, str(path), cand.id, cand.advisor, redact(cand.rationale), json.dumps(cand.params, default=str),
-         str(src_path), redact(cand.diff), int(v.accepted), redact(v.reason), m.verdict.status.value if m else None,
-         t.median_ms if t else None, t.spread_pct if t else None,
-         (base.timing.median_ms / t.median_ms) if (t and base.timing and t.median_ms) else None, time.time(), llm))
+    store.record_candidate(
+        session, str(path), cand.id, advisor=cand.advisor, rationale=redact(cand.rationale),
+        params=json.dumps(cand.params, default=str), source_path=str(src_path), diff=redact(cand.diff),
+        accepted=v.accepted, reason=redact(v.reason), status=m.verdict.status.value if m else None,
+        median_ms=t.median_ms if t else None, spread_pct=t.spread_pct if t else None,
+        speedup=(base.timing.median_ms / t.median_ms) if (t and base.timing and t.median_ms) else None, llm=llm)
 
 
-def _close(store: Store, r: TuneResult) -> None:
-    store.db.execute("UPDATE tune_sessions SET finished_at=?, evaluated=?, best_ms=?, best_candidate=?, stopped=? "
-                     "WHERE id=?", (time.time(), r.evaluated, r.best_ms, r.best_candidate, r.stopped, r.session_id))
+def _keep_best(store: Store, r: TuneResult, original: str, path: Path) -> None:
+    """Record the best so far now (row and patch): a session killed later still has it."""
+    patch = artifacts_dir("candidates", _target_key(path)) / f"best-session{r.session_id}.patch"
+    r.patch_path = str(write_private(patch, unified_diff(original, r.best_source, path.name)))
+    store.update_tune_session(r.session_id, evaluated=r.evaluated, best_ms=r.best_ms, best_candidate=r.best_candidate)
+
+
+def _finish(store: Store, r: TuneResult, advisors: list[Advisor], prog: Progress, t0: float) -> None:
+    prog.close()
+    r.wall_s = time.time() - t0
+    r.attempts = r.attempts or []
+    for adv in advisors:
+        r.notes += [n for n in getattr(adv, "notes", []) if n not in r.notes]
+    store.close_tune_session(r.session_id, evaluated=r.evaluated, best_ms=r.best_ms, best_candidate=r.best_candidate,
+                             stopped=r.stopped)
+
+
+# --------------------------------------------------------------------------- from the command line
+
+
+@dataclass
+class TuneDevice:
+    """Where a command-line ``profd tune`` measures: one device, pinned and locked."""
+
+    key: str  # the device lock's name (profd.harness.devicelock)
+    env: dict[str, str]  # pinned into the warm worker and every child
+    name: str
+
+
+def local_device(force_cpu: bool) -> TuneDevice:
+    """The first GPU this process may use, pinned as the daemon pins its slot for it
+    (so both take the same device lock); the CPU interpreter without one."""
+    from profd.harness.devicelock import device_key
+    from profd.service.executors.local import local_gpus
+
+    gpus = [] if force_cpu else local_gpus()
+    if gpus:
+        g = gpus[0]
+        return TuneDevice(device_key(g.env()), g.env(), f"{g.name} (GPU {g.index})")
+    return TuneDevice("cpu-0", {"PROFD_FORCE_CPU": "1"} if force_cpu else {}, "CPU (Triton interpreter)")
+
+
+def open_runner(dev: TuneDevice, *, should_abort: Callable[[], bool],
+                on_wait: Callable[[Optional[dict[str, Any]]], None] = lambda h: None) -> Any:
+    """A warm worker on ``dev`` (started in the background now), every child under the device lock.
+
+    Close it with ``.close()``. The zygote imports torch and Triton once; each candidate
+    is a fork of it, so a session pays the import once instead of once per child."""
+    import os
+
+    from profd.harness.devicelock import LockedRunner
+    from profd.harness.warm import WarmWorker
+
+    w = WarmWorker(should_abort=should_abort, env_overrides=dev.env)
+    w.start_async()
+    return LockedRunner(w, dev.key, what=f"profd tune (pid {os.getpid()})", on_wait=on_wait,
+                        should_abort=should_abort)
 
 
 # --------------------------------------------------------------------------- daemon job
@@ -311,7 +542,7 @@ def tune_job(worker: Any, job: Any, path: Path) -> None:
     d = worker.daemon
     cfg = d.cfg
     budget = cfg.run.auto_tune_budget or cfg.run.tune_budget
-    res = tune(path, worker.store, budget=budget, advisors=build_advisors(cfg), runner=d.runner,
+    res = tune(path, worker.store, budget=budget, advisors=build_advisors(cfg), runner=d.runner, warm=d.runner,
                counters=cfg.run.counters and worker.has_gpu, force_cpu=cfg.run.force_cpu,
                timeout_s=cfg.run.timeout_s, kind=job.kind.value,
                should_stop=lambda: d.stop_requested.is_set() or worker.queue.urgent_waiting(job.priority))
@@ -330,17 +561,15 @@ def build_advisors(cfg: Any) -> list[Advisor]:
     return from_registry(cfg)
 
 
-#: Said wherever a speedup measured in Triton's CPU interpreter is shown (tune's summary, apply's message).
 INTERPRETER_SPEEDUP_NOTE = ("measured in Triton's CPU interpreter (no GPU): this speedup says nothing about GPU "
                             "speed, where the change may be slower; tune again on a GPU before relying on it")
 
 
 def summary(r: TuneResult) -> str:
-    """A few lines for the terminal: before, after, what was kept (and whether the times mean anything for a GPU)."""
+    """A few lines for the terminal: before, after, per shape, what was kept, configs to paste."""
     name = Path(r.target).name
-    lines = [f"tune {name}: {r.evaluated} candidate(s) evaluated; {r.stopped}"]
-    if r.baseline.timing is not None and not r.baseline.timing.representative:
-        lines.append(f"  note: times {INTERPRETER_SPEEDUP_NOTE}")
+    rate = f" in {r.wall_s:.0f} s ({r.candidates_per_min:.0f}/min)" if r.candidates_per_min else ""
+    lines = [f"tune {name}: {r.evaluated} candidate(s) evaluated{rate}; {r.stopped}"]
     if r.baseline_ms is not None:
         lines.append(f"  before: {r.baseline_ms:.4g} ms")
     if r.best_candidate and r.best_ms:
@@ -348,9 +577,28 @@ def summary(r: TuneResult) -> str:
         kept = [a for a in r.attempts if a.verdict.accepted]
         for a in kept:
             lines.append(f"    kept {a.candidate.id} ({a.candidate.advisor}): {a.candidate.rationale[:100]}")
-        lines.append(f"  patch: {r.patch_path}  (apply with: profd apply {r.target})")
     else:
         lines.append("  nothing beat the original by more than the measured noise")
+    if r.baseline.timing is not None and not r.baseline.timing.representative:
+        lines.append(f"  note: times {INTERPRETER_SPEEDUP_NOTE}")
+    table = r.shape_table()
+    if len(table) > 1 or (table and table[0]["shape"]):
+        lines.append("  per shape (every candidate kept is correct on all of them):")
+        for row in table:
+            b = f"{row['baseline_ms']:.4g} ms" if row["baseline_ms"] is not None else "-"
+            a = f"{row['best_ms']:.4g} ms" if row["best_ms"] is not None else "-"
+            sp = f"  {row['speedup']:.2f}x" if row["speedup"] else ""
+            lines.append(f"    {_shape_text(row['shape']):28} {b:>12} -> {a:>12}{sp}")
+    if r.best_candidate:
+        lines.append(f"  patch: {r.patch_path}  (apply with: profd apply {r.target})")
+    text = format_triton_configs(r.triton_configs())
+    if text:
+        lines.append("  the fastest configurations, as triton.Config (for @triton.autotune):")
+        lines += ["    " + ln for ln in text.splitlines()]
     for n in r.notes[:5]:
         lines.append(f"  note: {n}")
     return "\n".join(lines)
+
+
+def _shape_text(shape: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in shape.items()) or "default"

@@ -114,3 +114,36 @@ class Reader(threading.Thread):
                 os.close(self.fd)
             except OSError:
                 pass
+
+
+class FifoReader(Reader):
+    """A Reader on a FIFO (the warm worker's forks): opens it, blocking until the child does.
+
+    ``release()`` unblocks a reader whose child died before opening its end."""
+
+    def __init__(self, path: Path, dest: Path, cap_bytes: int) -> None:
+        super().__init__(-1, dest, cap_bytes)
+        self.path = Path(path)
+
+    def run(self) -> None:
+        try:
+            self.fd = os.open(self.path, os.O_RDONLY)
+        except OSError:
+            return
+        try:
+            super().run()
+        finally:
+            try:
+                os.close(self.fd)
+            except OSError:
+                pass
+
+    def release(self) -> None:
+        """Open and close the write end once (no-op when the child already did): the reader sees EOF."""
+        deadline = time.monotonic() + 2.0
+        while self.is_alive() and self.fd < 0 and time.monotonic() < deadline:
+            try:
+                os.close(os.open(self.path, os.O_WRONLY | os.O_NONBLOCK))
+                return
+            except OSError:  # ENXIO: the reader thread has not opened its end yet
+                time.sleep(0.01)

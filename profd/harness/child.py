@@ -130,9 +130,12 @@ class Child:
                 m.verdict = Verdict(Status.CORRECT, "counters pass only: correctness is checked by the measure pass")
                 return self.finish(m)
             m.verdict = V.verify(target, device, trials=int(self.req.get("trials", 3)),
-                                 seed=int(self.req.get("seed", 1234)), sync=sync, on_phase=self.phase)
+                                 seed=int(self.req.get("seed", 1234)), sync=sync, on_phase=self.phase,
+                                 order=str(self.req.get("shapes", "declared")))
             if m.verdict.correct and self.req.get("time", True):
                 m.timing = self.time(target, device, on_gpu, torch)
+                if self.req.get("time_shapes") == "all":
+                    m.shape_timings = self.time_every_shape(target, device, on_gpu, torch, m.timing)
         except BaseException as e:  # user code: classify anything it raises
             if isinstance(e, KeyboardInterrupt):
                 raise
@@ -144,11 +147,20 @@ class Child:
         m.wall_s = time.time() - t_start
         return self.finish(m)
 
-    def time(self, target: Any, device: Any, on_gpu: bool, torch: Any) -> Any:
+    def time_every_shape(self, target: Any, device: Any, on_gpu: bool, torch: Any, bench: Any) -> list[Any]:
+        """One Timing per declared shape (the bench shape's is reused, not timed twice)."""
+        out = []
+        for shape in target.shapes:
+            out.append(bench if shape == target.bench_shape else self.time(target, device, on_gpu, torch, shape))
+        if target.bench_shape not in target.shapes:
+            out.append(bench)
+        return out
+
+    def time(self, target: Any, device: Any, on_gpu: bool, torch: Any, shape: Any = None) -> Any:
         from profd.harness import timing as T
         from profd.harness import verify as V
 
-        shape = target.bench_shape
+        shape = target.bench_shape if shape is None else shape
         self.phase(f"timing, shape {shape or 'default'}")
         inputs = V.make_inputs(target, shape, int(self.req.get("seed", 1234)), device)
         flops = float(target.flops(*inputs)) if target.flops else None

@@ -153,6 +153,8 @@ def run(req: dict[str, Any], fd: int) -> None:
             report["calls"].append({"kind": "verify", "index": k, "launches": launches, "outputs": 2})
         else:
             _time_bench(req, fd, report, kernel, seed_inputs, original, on_gpu, sync, counter, cap, torch, T)
+            if req.get("time_shapes") == "all":
+                report["shape_timings"] = _time_shapes(req, kernel, seed_inputs, original, on_gpu, T)
     except BaseException as e:
         if isinstance(e, KeyboardInterrupt):
             raise
@@ -161,6 +163,23 @@ def run(req: dict[str, Any], fd: int) -> None:
                            "traceback": v.traceback[-4000:]}
     report["launches"] = counter.count
     channel.send_json(fd, b"R", report)
+
+
+def _time_shapes(req: dict[str, Any], kernel: Any, seed_inputs: Any, original: Any, on_gpu: bool, T: Any
+                 ) -> list[dict[str, Any]]:
+    """A short timing of every declared shape (the per-shape table of a kept candidate): a report,
+    not a verdict -- outputs at these shapes were checked above, acceptance rests on the bench shape."""
+    out = []
+    for i, shape in enumerate(original.shapes):
+        inputs = seed_inputs(shape, int(req["bench_seeds"][0]) + i)
+        fn = lambda: kernel(*inputs)  # noqa: E731
+        flops = float(original.flops(*inputs)) if original.flops else None
+        nbytes = float(original.bytes_moved(*inputs)) if original.bytes_moved else None
+        t = (T.time_gpu(fn, flops=flops, nbytes=nbytes, rep_ms=float(req.get("rep_ms", 250.0)) / 2) if on_gpu
+             else T.time_cpu(fn, flops=flops, nbytes=nbytes))
+        t.shape = shape
+        out.append(t.to_dict())
+    return out
 
 
 def _candidate_kernel(module: Any, original: Any, device: Any, torch: Any) -> Any:
@@ -238,10 +257,12 @@ def _time_bench(req: dict[str, Any], fd: int, report: dict[str, Any], kernel: An
 def main(argv: Optional[list[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if len(argv) != 2:
-        print("usage: python -m profd.harness.judged REQUEST.json FD", file=sys.stderr)
+        print("usage: python -m profd.harness.judged REQUEST.json FD|FIFO", file=sys.stderr)
         return 2
     req = json.loads(Path(argv[0]).read_text())
-    fd = int(argv[1])
+    # An inherited pipe (a cold child) or a FIFO profd made (a fork of the warm worker, which
+    # cannot inherit a pipe opened after it started); opened before any candidate code runs.
+    fd = int(argv[1]) if argv[1].isdigit() else os.open(argv[1], os.O_WRONLY)
     try:
         os.unlink(argv[0])  # the request holds nothing secret, but the child has no use for it later
     except OSError:

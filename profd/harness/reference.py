@@ -108,7 +108,12 @@ def main(argv: list[str]) -> int:
         _answer({"ready": False, "message": str(e)})
         return 1
     device = torch.device("cuda" if on_gpu else "cpu")
-    _answer({"ready": True, "shapes": len(target.shapes), "bench_in_shapes": target.bench_shape in target.shapes})
+    from profd.harness.verify import shape_size
+
+    # Smallest shape first: a broken candidate fails (or crashes) on the cheapest one.
+    order = sorted(range(len(target.shapes)), key=lambda i: shape_size(target.shapes[i]))
+    _answer({"ready": True, "shapes": len(target.shapes), "order": order,
+             "bench_in_shapes": target.bench_shape in target.shapes})
     native: dict[str, Any] = {}
     for line in sys.stdin:
         if not line.strip():

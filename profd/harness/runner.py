@@ -71,6 +71,11 @@ class ChildRequest:
     rep_ms: float = 250.0
     force_cpu: bool = False
     nvtx_range: str = "profd_kernel"
+    # Verification order: "declared" (as SHAPES lists them) or "smallest-first" (fail fast:
+    # a broken candidate is rejected on the cheapest shape before the large ones run).
+    shapes: str = "declared"
+    # "bench": time BENCH_SHAPE only; "all": every declared shape too (Measurement.shape_timings).
+    time_shapes: str = "bench"
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -232,11 +237,11 @@ class ColdRunner:
 
 def measure(target: Path, *, timeout_s: float = 120.0, trials: int = 3, do_time: bool = True,
             force_cpu: bool = False, rep_ms: float = 250.0, seed: int = 1234,
-            runner: Optional[Runner] = None) -> Measurement:
+            runner: Optional[Runner] = None, time_shapes: str = "bench") -> Measurement:
     """Verify and time one target in an isolated child; never raises for user errors."""
     target = Path(target).resolve()
     req = ChildRequest(target=str(target), trials=trials, time=do_time, force_cpu=force_cpu, rep_ms=rep_ms,
-                       seed=seed)
+                       seed=seed, time_shapes=time_shapes)
     run = (runner or ColdRunner()).run(req, timeout_s=timeout_s)
     m = to_measurement(run, target, timeout_s)
     m.wall_s = run.wall_s

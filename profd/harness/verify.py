@@ -169,16 +169,32 @@ def _unwritten(target: Target, inputs: list[Any], first: list[Any], sync: Callab
     return None
 
 
+def shape_size(shape: dict[str, Any]) -> float:
+    """How big a shape is, for ordering: the product of its numeric values (1 for none)."""
+    size = 1.0
+    for v in shape.values():
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            size *= max(float(v), 1.0)
+        elif isinstance(v, (list, tuple)) and all(isinstance(x, int) for x in v):
+            size *= math.prod(max(x, 1) for x in v)
+    return size
+
+
 def verify(target: Target, device: torch.device, *, trials: int = 3, seed: int = 1234,
-           sync: Callable[[], None] = lambda: None, on_phase: Callable[[str], None] = lambda s: None) -> Verdict:
+           sync: Callable[[], None] = lambda: None, on_phase: Callable[[str], None] = lambda s: None,
+           order: str = "declared") -> Verdict:
     """Run kernel and reference on ``trials`` fresh input sets per declared shape.
 
+    ``order="smallest-first"`` checks the cheapest shape first, so a broken kernel is
+    rejected before the large shapes run (the first failure ends verification).
     Raises whatever the kernel raises (the child classifies it); returns a Verdict
     for semantic failures.
     """
     shapes = list(target.shapes)
     if target.bench_shape not in shapes:
         shapes.append(target.bench_shape)
+    if order == "smallest-first":
+        shapes.sort(key=shape_size)  # stable: equal sizes keep their declared order
     checks: list[OutputCheck] = []
     trial = 0
     for shape in shapes:

@@ -49,6 +49,21 @@ class WarmWorker:
             self.starting = False
             self.last_used = time.time()
 
+    def start_async(self) -> threading.Thread:
+        """Start the zygote in the background (importing torch takes seconds) while the
+        caller does other work; ``run`` waits for it (or starts it itself)."""
+        def go() -> None:
+            with self.lock:
+                if not self.alive():
+                    try:
+                        self.start()
+                    except Exception:
+                        pass  # run() tries once more, then falls back to a cold child
+
+        t = threading.Thread(target=go, name="profd-warm-start", daemon=True)
+        t.start()
+        return t
+
     def _start(self) -> None:
         from profd.gpu import ENV, probe
 
@@ -96,6 +111,33 @@ class WarmWorker:
                 os.killpg(pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
+
+    def fork_judged(self, scratch: Path, request: Path, fifo: Path, env: dict[str, str], *,
+                    done: Callable[[], bool]) -> Optional[int]:
+        """Fork a judge's candidate child (``profd.harness.judged``) in ``scratch``; its pid, or None
+        when the zygote cannot (dead, wrong Triton mode): the caller then starts it cold. The fork is
+        waited for through ``scratch/exit.json``; ``done`` is unused here and kept for symmetry."""
+        if self.disabled:
+            return None
+        with self.lock:
+            self.last_used = time.time()
+            if not self.alive():
+                try:
+                    self.start()
+                except Exception:
+                    return None
+            msg = {"module": "judged", "request": str(request), "channel": str(fifo), "cwd": str(scratch),
+                   "env": env}
+            try:
+                assert self.proc and self.proc.stdin
+                self.proc.stdin.write(json.dumps(msg) + "\n")
+                self.proc.stdin.flush()
+                pid = int(json.loads(self._readline(30.0))["pid"])
+            except Exception:
+                self.close()
+                return None
+            self.current_pid = pid
+            return pid
 
     def run(self, req: ChildRequest, *, timeout_s: float = 120.0, workdir: Optional[Path] = None) -> ChildRun:
         """Fork a child for ``req``; a dead zygote falls back to a cold child."""

@@ -59,9 +59,14 @@ def _run_fork(msg: dict) -> None:
     os.environ.update(msg["env"])
     code = 0
     try:
-        from profd.harness.child import main
+        if msg.get("module") == "judged":  # the judge's confined candidate child
+            from profd.harness.judged import main as judged_main
 
-        code = main([msg["request"], msg["result"]])
+            code = judged_main([msg["request"], msg["channel"]])
+        else:
+            from profd.harness.child import main
+
+            code = main([msg["request"], msg["result"]])
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else 1
     except BaseException:
@@ -99,6 +104,7 @@ def main() -> int:
     except Exception:
         pass
     import profd.harness.child  # noqa: F401
+    import profd.harness.judged  # noqa: F401
     import profd.harness.timing  # noqa: F401
     import profd.harness.verify  # noqa: F401
 

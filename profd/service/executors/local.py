@@ -168,6 +168,16 @@ class LocalExecutor(Executor):
                      nvml_index=g.nvml_index) for g in found]
 
     def _open_runner(self, slot: Slot) -> Any:
+        from profd.harness.devicelock import LockedRunner, device_key
+
+        # Every child of this slot holds its device's lock: a `profd tune` in another
+        # process takes turns with the daemon instead of timing on a busy GPU.
+        cpu_index = int(slot.id.rsplit("cpu", 1)[1]) if slot.kind == "cpu" else 0
+        return LockedRunner(self._open_inner_runner(slot), device_key(slot.env, cpu_index),
+                            what=f"profd daemon (pid {os.getpid()}, slot {slot.id})",
+                            should_abort=self.slot_abort(slot))
+
+    def _open_inner_runner(self, slot: Slot) -> Any:
         from profd.harness.runner import ColdRunner
 
         if self.warm:
