@@ -133,6 +133,7 @@ class Child:
                                  seed=int(self.req.get("seed", 1234)), sync=sync, on_phase=self.phase)
             if m.verdict.correct and self.req.get("time", True):
                 m.timing = self.time(target, device, on_gpu, torch)
+                m.launches = getattr(self, "launches", [])
         except BaseException as e:  # user code: classify anything it raises
             if isinstance(e, KeyboardInterrupt):
                 raise
@@ -154,6 +155,10 @@ class Child:
         flops = float(target.flops(*inputs)) if target.flops else None
         nbytes = float(target.bytes_moved(*inputs)) if target.bytes_moved else None
         fn = lambda: target.kernel(*inputs)  # noqa: E731
+        # Issue 17: one call with Triton's launches recorded (values the knobs really had); untimed.
+        from profd.harness.launches import capture
+
+        self.launches = capture(fn)
         if on_gpu:
             t = T.time_gpu(fn, flops=flops, nbytes=nbytes, rep_ms=float(self.req.get("rep_ms", 250.0)))
         else:
