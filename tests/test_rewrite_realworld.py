@@ -147,3 +147,86 @@ def test_values_from_outside_the_file_are_refused() -> None:
 def test_rewrites_stay_valid_python(rewritten: dict[str, str]) -> None:
     for text in rewritten.values():
         ast.parse(text)
+
+
+# ---------------------------------------------------------------------- the search on these styles
+
+from advisors.base import TuneContext, source_digest  # noqa: E402
+from advisors.rewriters.deterministic import DeterministicAdvisor  # noqa: E402
+from hwspecs import db as specs  # noqa: E402
+from realworld_styles import ALL  # noqa: E402
+
+
+def proposals(source: str, n: int = 6, spec=None, **ctx_kw) -> list:
+    ctx = TuneContext(path="k.py", original_source=source, best_source=source, best_median_ms=1.0,
+                      device_spec=spec, **ctx_kw)
+    return DeterministicAdvisor().propose(ctx, n)
+
+
+def test_hopper_matmul_presets_change_the_tuple_first() -> None:
+    cands = proposals(TUPLE_MATMUL, 4, spec=specs.get("h200-sxm"))
+    first = cands[0]
+    assert first.params.pop("preset") and first.params == {"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 64, "num_warps": 8, "num_stages": 3}
+    assert "BLOCK_M, BLOCK_N, BLOCK_K = 128, 256, 64" in first.source
+    assert "Hopper" in first.rationale and "at line" in first.rationale
+    mi = proposals(TUPLE_MATMUL, 1, spec=specs.get("mi300x"))[0]
+    assert (mi.params["BLOCK_M"], mi.params["BLOCK_N"]) == (256, 256) and "MI300" in mi.rationale
+    assert "num_stages" not in mi.params  # already 2, what AMD pipelines with: unchanged, not in the diff
+
+
+def test_rowwise_presets_tune_warps_not_the_row_block() -> None:
+    cands = proposals(LIGER_RMSNORM, 3)
+    assert cands and all(set(c.params) <= {"num_warps", "num_stages", "preset"} for c in cands)
+    assert all("overrides calculate_settings()'s result" in c.rationale for c in cands if "num_warps" in c.params)
+    # With the run-time record (a 4096-wide row ran with 8 warps): warps by row size, not 8 again.
+    from advisors.knobs import discover as disc
+    from profd.model import LaunchRecord
+
+    rec = LaunchRecord(kernel="_rms_norm_forward_kernel", constexprs={"BLOCK_SIZE": 4096}, num_warps=8)
+    ran_knobs = disc(LIGER_RMSNORM).with_runtime([rec])
+    cands = proposals(LIGER_RMSNORM, 2, knobs=ran_knobs)
+    assert [c.params.get("num_warps") for c in cands] == [16, 4]
+    assert "row of 4096 elements" in cands[0].rationale
+
+
+def test_candidates_are_unique_and_rationales_name_their_diff() -> None:
+    for name, source in ALL.items():
+        cands = proposals(source, 12)
+        assert cands, name
+        assert len({source_digest(c.source) for c in cands}) == len(cands), name
+        for c in cands:
+            ast.parse(c.source)
+            added = [ln[1:] for ln in c.diff.splitlines() if ln.startswith("+") and not ln.startswith("+++")]
+            for knob_name, value in c.params.items():
+                if knob_name in ("preset", "program_order"):
+                    continue
+                assert knob_name in c.rationale and repr(value) in c.rationale, (name, c.rationale)
+                assert any(repr(value) in ln for ln in added), (name, knob_name, c.diff)
+
+
+def test_the_cache_skips_what_failed_before(tmp_path: Path) -> None:
+    from profd.store import Store
+
+    with Store(tmp_path / "s.db") as store:
+        first = proposals(TUPLE_MATMUL, 2)
+        cache = store.tune_cache("cpu", "64x32x64")
+        cache.put(source_digest(first[0].source), None, "wrong")
+        cache.put(source_digest(first[1].source), 0.5, "accepted")
+        again = proposals(TUPLE_MATMUL, 2, cache=cache)
+        assert source_digest(first[0].source) not in {source_digest(c.source) for c in again}
+        assert source_digest(again[0].source) == source_digest(first[1].source)  # a known winner first
+        assert store.tune_cache_get(source_digest(first[0].source), "cpu", "64x32x64") == (None, "wrong")
+        assert store.tune_cache_get(source_digest(first[0].source), "h200", "64x32x64") is None
+
+
+def test_search_candidates_run_correctly_in_the_interpreter(tmp_path: Path) -> None:
+    # Every launch the search proposes keeps its grid consistent: run a few per style for real.
+    batch = {}
+    for name in ("tuple_matmul", "liger_rmsnorm", "tutorial_softmax", "default_warps_add", "flaggems_softmax",
+                 "tutorial_matmul"):
+        small = ALL[name]
+        for i, c in enumerate(proposals(small, 3)):
+            batch[f"{name}_{i}"] = c.source
+    ran = run_in_interpreter(batch, tmp_path)
+    bad = {k: v.get("error") or v.get("max_err") for k, v in ran.items() if not v["ok"]}
+    assert not bad, bad
