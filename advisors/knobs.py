@@ -171,6 +171,7 @@ class Knobs(JsonMixin):
     def kernel_class(self, kernel: str = "") -> str:
         """``matmul`` (tl.dot over 2-D tiles), ``tile2d`` (2-D tiles, no dot), ``rowwise`` (one
         program per row, the block covers the row) or ``elementwise``; ``""`` without knobs."""
+        kernel = self.canonical(kernel) if kernel else kernel
         names = {(k.param or k.name).upper() for k in self._for_kernel(kernel)}
         two_d = bool(names & _M_NAMES) and bool(names & _N_NAMES)
         if self.uses_dot(kernel) and two_d:
@@ -192,7 +193,7 @@ class Knobs(JsonMixin):
         return self.kernel_class(kernel) in ("matmul", "tile2d")
 
     def has_loop(self, kernel: str = "") -> bool:
-        return bool(self.loop_kernels) if not kernel else _kernel_in(kernel, self.loop_kernels)
+        return bool(self.loop_kernels) if not kernel else _kernel_in(self.canonical(kernel), self.loop_kernels)
 
     # ------------------------------------------------------------------ lookups
 
@@ -221,6 +222,17 @@ class Knobs(JsonMixin):
             if not kernel or g.kernel == kernel:
                 return g
         return self.grids[0] if self.grids and not kernel else None
+
+    def canonical(self, kernel: str) -> str:
+        """The source kernel a profiled name refers to; the only kernel when there is one."""
+        for n in self.kernels:
+            if kernel and _kernel_in(kernel, [n]):
+                return n
+        return self.kernels[0] if len(self.kernels) == 1 else kernel
+
+    def knows(self, kernel: str) -> bool:
+        """Does the source say which of its kernels ``kernel`` is?"""
+        return bool(self.kernels) and self.canonical(kernel) in self.kernels
 
     def uses_dot(self, kernel: str = "") -> bool:
         return bool(self.dot_kernels) if not kernel else _kernel_in(kernel, self.dot_kernels)
