@@ -59,6 +59,7 @@ TRITON_DEFAULTS_HIP = {"num_warps": 4, "num_stages": 2}
 # Names that hold a tile or block size even when they are not constexpr parameters.
 _BLOCKISH = re.compile(r"(BLOCK|TILE|^B[MNK]$|^BS$|GROUP|CHUNK|SPLIT|_SIZE$|^XBLOCK$|^RBLOCK$)", re.I)
 _LIMIT = re.compile(r"(^MAX_|^MIN_|_MAX$|_MIN$|NUM_SMS?$|SMEM|NUM_CUS?$|REGS|_LIMIT$)", re.I)
+_DEVICE_FACT = re.compile(r"(NUM_SMS?$|SMEM|NUM_CUS?$|REGS|WARP_SIZE|^IS_)", re.I)
 _GROUP_NAMES = {"group_id", "first_pid_m", "first_pid_n", "group_size_m", "num_pid_in_group"}
 
 
@@ -141,6 +142,9 @@ class Knobs(JsonMixin):
     loop_kernels: list[str] = field(default_factory=list)  # kernels with a loop (num_stages matters)
     errors: list[str] = field(default_factory=list)
     launch_lines: dict[str, list[int]] = field(default_factory=dict)  # kernel -> lines that launch it
+    #: Kernels whose autotune list depends on a run-time test (``[...] if IS_AMD else [...]``):
+    #: ``autotune`` holds what either branch gives, so "already in the list" is not certain.
+    autotune_uncertain: list[str] = field(default_factory=list)
     runtime: list[LaunchRecord] = field(default_factory=list)  # what the harness recorded, if merged
     ran: list[str] = field(default_factory=list)  # kernels seen launching at run time
 
@@ -356,11 +360,19 @@ class _Finder:
 
     def run(self, tree: ast.Module) -> None:
         self.tree = tree
-        for node in tree.body:
+        self.extra_decorators: dict[str, list[ast.Call]] = {}
+        for node in _module_statements(tree.body):
+            if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+                wrapped = _functional_jit(node.value)
+                if wrapped is not None:
+                    # `_kernel = triton.heuristics({...})(triton.jit(_kernel))`: decorated by assignment.
+                    fname, decs = wrapped
+                    self.extra_decorators.setdefault(fname, []).extend(decs)
+                    continue
             if isinstance(node, (ast.Assign, ast.AnnAssign)):
                 for name, value, index in _assign_targets_ix(node):
                     v = self.const(value)
-                    if isinstance(value, (ast.List, ast.Tuple, ast.ListComp)):
+                    if isinstance(value, (ast.List, ast.Tuple, ast.ListComp, ast.IfExp)):
                         self.module_lists[name] = value
                     if v is not None:
                         self.module_consts[name] = (v, node.lineno, self.text(value))
@@ -370,7 +382,8 @@ class _Finder:
             elif isinstance(node, ast.FunctionDef):
                 self.funcs[node.name] = node
         for node in ast.walk(tree):
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and _is_jit(node):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and (
+                    _is_jit(node) or node.name in self.extra_decorators):
                 self.jit[node.name] = node  # type: ignore[assignment]
         self.k.kernels = list(self.jit)
         for name, fn in self.jit.items():
@@ -433,8 +446,11 @@ class _Finder:
 
     # -------------------------------------------------------------- autotune and heuristics
 
+    def _decorators(self, name: str, fn: ast.FunctionDef) -> list[ast.expr]:
+        return list(fn.decorator_list) + list(self.extra_decorators.get(name, []))
+
     def _autotune(self, name: str, fn: ast.FunctionDef) -> None:
-        for dec in fn.decorator_list:
+        for dec in self._decorators(name, fn):
             if not (isinstance(dec, ast.Call) and _attr_name(dec.func) == "autotune"):
                 continue
             cfg_node: Optional[ast.AST] = None
@@ -445,8 +461,11 @@ class _Finder:
                 cfg_node = dec.args[0]
             if cfg_node is None:
                 continue
+            self.uncertain = False
             configs, line = self._configs_of(cfg_node, {}, 0)
             self.k.autotune[name] = configs
+            if self.uncertain:
+                self.k.autotune_uncertain.append(name)
             line = line or dec.lineno
             values: dict[str, list[Any]] = {}
             for c in configs:
@@ -538,9 +557,18 @@ class _Finder:
     def _iter_values(self, node: ast.AST, env: dict[str, Any]) -> Optional[list[Any]]:
         if isinstance(node, ast.Name) and isinstance(env.get(node.id), ast.AST):
             node = env[node.id]
+        if isinstance(node, ast.Name) and node.id in self.module_lists:
+            node = self.module_lists[node.id]
         v = _eval_const(node, self._module_env())
         if isinstance(v, list):
             return v
+        if isinstance(node, ast.IfExp):
+            # `[1, 2, 4, 8, 16] if IS_AMD else [1]`: the test is a run-time fact; list what either gives.
+            self.uncertain = True
+            a, b = self._iter_values(node.body, env), self._iter_values(node.orelse, env)
+            if a is not None and b is not None:
+                return a + [x for x in b if x not in a]
+            return None
         if isinstance(node, ast.Call) and _attr_name(node.func) in ("product", "range", "zip"):
             parts = [self._iter_values(a, env) if _attr_name(node.func) != "range" else self.const(a)
                      for a in node.args]
@@ -574,7 +602,7 @@ class _Finder:
 
     def _heuristics(self, name: str, fn: ast.FunctionDef) -> None:
         """``@triton.heuristics({"BLOCK_N": lambda args: ..., "num_warps": heur})``: computed knobs."""
-        for dec in fn.decorator_list:
+        for dec in self._decorators(name, fn):
             if not (isinstance(dec, ast.Call) and _attr_name(dec.func) == "heuristics"):
                 continue
             table = dec.args[0] if dec.args else next((kw.value for kw in dec.keywords if kw.arg == "values"), None)
@@ -661,6 +689,17 @@ class _Finder:
         # Launches that leave num_warps/num_stages to Triton still have them: a knob to add.
         tuned = {k.param for k in self.k.knobs if k.kernel == kname and k.where in ("autotune", "heuristics")}
         given = {kw.arg for kw in node.keywords}
+        # Constexprs the launch leaves to the kernel's own defaults (`BLOCK_M: tl.constexpr = 8`).
+        fn = self.jit[kname]
+        positional = fn.args.posonlyargs + fn.args.args
+        passed_pos = {params[i] for i in range(min(len(node.args), len(params)))}
+        defaults = list(zip(positional[len(positional) - len(fn.args.defaults):], fn.args.defaults))
+        defaults += [(a, d) for a, d in zip(fn.args.kwonlyargs, fn.args.kw_defaults) if d is not None]
+        for a, d in defaults:
+            if a.arg in constexprs and a.arg not in given and a.arg not in passed_pos and a.arg not in tuned:
+                self.add(Knob(name=a.arg, value=self.const(d), line=d.lineno, kind="constexpr", text=self.text(d),
+                              param=a.arg, kernel=kname, where="kernel", site="default", col=d.col_offset,
+                              launch_line=node.lineno))
         if kname not in self.k.autotune:
             for opt, default in TRITON_DEFAULTS.items():
                 if opt not in given and opt not in tuned:
@@ -699,7 +738,18 @@ class _Finder:
                 out[a.arg] = _Def(None, a.lineno, a.arg, "param", where="launcher")
         stmts = sorted((n for n in ast.walk(fn) if isinstance(n, (ast.Assign, ast.AnnAssign))),
                        key=lambda n: (n.lineno, n.col_offset))
+        depth = _if_depths(fn)
+        where_set: dict[str, int] = {}  # name -> if-nesting depth of the definition kept
         for node in stmts:
+            names = [n for n, _, _ in _assign_targets_ix(node)]
+            reads = {x.id for x in ast.walk(node.value) if isinstance(x, ast.Name)} if node.value else set()
+            if names and all(n in out and n in reads and depth.get(id(node), 0) > where_set.get(n, 0)
+                             for n in names):
+                # `if is_cdna(): num_warps = num_warps // 2`: a conditional adjustment of a value
+                # defined above; the definition that holds on the common path stays the knob.
+                continue
+            for n in names:
+                where_set[n] = depth.get(id(node), 0)
             if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.value, ast.Call) \
                     and isinstance(node.value.func, ast.Name) and node.value.func.id in self.funcs \
                     and node.value.func.id not in self.jit:
@@ -746,8 +796,9 @@ class _Finder:
         elts = ret.elts if isinstance(ret, ast.Tuple) and len(names) > 1 else [ret]
         if len(elts) != len(names):
             return {}
-        assigns: dict[str, list[ast.Assign]] = {}
-        for st in sorted((s for s in ast.walk(h) if isinstance(s, ast.Assign)), key=lambda s: s.lineno):
+        assigns: dict[str, list[ast.stmt]] = {}
+        for st in sorted((s for s in ast.walk(h) if isinstance(s, (ast.Assign, ast.AnnAssign))),
+                         key=lambda s: s.lineno):
             for n, _, _ in _assign_targets_ix(st):
                 assigns.setdefault(n, []).append(st)
         out: dict[str, _Def] = {}
@@ -778,11 +829,30 @@ class _Finder:
                 d = _Def(v, line, text, "constant", where="module")
             if d is not None:
                 self.add(self._knob(value.id, param, d, kind, kname, call.lineno))
+                self._dependencies(d, param, kname, call.lineno)
                 return
         v = self.const(value, local)
         site = "keyword" if v is not None and isinstance(value, (ast.Constant, ast.UnaryOp)) else "expression"
         self.add(Knob(name=param, value=v, line=value.lineno, kind=kind, text=self.text(value), param=param,
                       kernel=kname, where="launch call", site=site, col=value.col_offset, launch_line=call.lineno))
+
+    def _dependencies(self, d: _Def, param: str, kname: str, launch_line: int) -> None:
+        """Module constants a computed value reads (``min(MAX_FUSED_SIZE, ...)``) are its knobs too."""
+        if d.site not in ("expression", "helper"):
+            return
+        try:
+            names = {n.id for n in ast.walk(ast.parse(d.text.replace(" / ", " + "), mode="eval"))
+                     if isinstance(n, ast.Name)}
+        except SyntaxError:
+            return
+        for n in sorted(names):
+            md = self.module_defs.get(n)
+            if _DEVICE_FACT.search(n):
+                continue  # SIZE_SMEM, NUM_SM: what the device has, not what the user picks
+            if md is not None and isinstance(md.value, (int, float)) and not isinstance(md.value, bool):
+                kind = "num_warps" if param == "num_warps" else "num_stages" if param == "num_stages" else "block"
+                self.add(Knob(name=n, value=md.value, line=md.line, kind=kind, text=md.text, param=n, kernel=kname,
+                              where="module", site=md.site, col=md.col, index=md.index, launch_line=launch_line))
 
     def _grid(self, kname: str, node: ast.AST, local: dict, line: int, via: str = "launch") -> None:
         expr = node
@@ -817,6 +887,52 @@ class _Finder:
             self.add(Knob(name=name, value=v, line=line, kind=kind, text=text, param=name, where="module",
                           site=d.site if d else "constant", col=d.col if d else -1,
                           index=d.index if d else -1))
+
+
+def _if_depths(fn: ast.AST) -> dict[int, int]:
+    """id(statement) -> how many ``if`` blocks enclose it inside ``fn``."""
+    out: dict[int, int] = {}
+
+    def visit(node: ast.AST, d: int) -> None:
+        for child in ast.iter_child_nodes(node):
+            cd = d + 1 if isinstance(node, ast.If) and isinstance(child, ast.stmt) else d
+            if isinstance(child, ast.stmt):
+                out[id(child)] = cd
+            visit(child, cd)
+    visit(fn, 0)
+    return out
+
+
+def _module_statements(body: list[ast.stmt]) -> list[ast.stmt]:
+    """Module-level statements in source order, into if/else and try blocks (not into defs)."""
+    out: list[ast.stmt] = []
+    for st in body:
+        if isinstance(st, ast.If):
+            out += _module_statements(st.body) + _module_statements(st.orelse)
+        elif isinstance(st, ast.Try):
+            out += _module_statements(st.body) + _module_statements(st.orelse)
+        else:
+            out.append(st)
+    return out
+
+
+def _functional_jit(value: ast.AST) -> Optional[tuple[str, list[ast.Call]]]:
+    """``triton.heuristics(...)(triton.jit(f))``: (f, the decorator calls other than jit)."""
+    decs: list[ast.Call] = []
+    node = value
+    seen_jit = False
+    while isinstance(node, ast.Call) and len(node.args) == 1:
+        f = node.func
+        if isinstance(f, ast.Call) and _attr_name(f.func) in ("autotune", "heuristics"):
+            decs.append(f)  # triton.autotune(...)(X)
+        elif _attr_name(f) == "jit":
+            seen_jit = True
+        else:
+            return None
+        node = node.args[0]
+    if isinstance(node, ast.Name) and (seen_jit or decs):
+        return node.id, decs
+    return None
 
 
 def _computed(node: ast.AST) -> bool:

@@ -230,7 +230,7 @@ def add_autotune_config(source: str, kernel: str, values: dict[str, Any], base: 
             start["num_stages"] = first.num_stages
     start.update(values)
     warps, stages = start.pop("num_warps", None), start.pop("num_stages", None)
-    for c in existing:
+    for c in existing if kernel not in knobs.autotune_uncertain else []:
         if c.kwargs == start and c.num_warps == warps and c.num_stages == stages:
             raise RewriteError(f"{kernel}'s autotune list already has this config")
     prefix = "triton."

@@ -325,11 +325,26 @@ class DeterministicAdvisor:
                     out.append((k, lever.direction))
         return out
 
-    def _steps(self, knob: Knob, direction: Optional[str], tiled_dot: bool) -> list[Any]:
+    def _steps(self, knob: Knob, direction: Optional[str], tiled_dot: bool, uncertain: bool = False) -> list[Any]:
         v = _cur(knob)
         if v is None:
             return []
         role = knob.kind if knob.kind in ("num_warps", "num_stages") else knob.param
+        if knob.site == "autotune" and isinstance(knob.value, list) and knob.value:
+            # The autotuner already tries the listed values: step from the one it picked, and
+            # past the ends of the list.
+            # A list behind a run-time test (`... if IS_AMD else [1]`) may hold only the pick.
+            listed = [v] if uncertain else [x for x in knob.value if isinstance(x, int)]
+            if role == "num_warps":
+                out = [w for w in _WARPS if w not in listed or w == v]
+            elif role == "num_stages":
+                out = [x for x in (max(listed) + 1, min(listed) - 1) if 1 <= x <= 6]
+            else:
+                out = [x for x in (max(listed) * 2, min(listed) // 2) if x >= 1]
+            near = sorted((x for x in out if x != v), key=lambda x: abs(x - v))
+            if direction == "decrease":
+                near.sort(key=lambda x: (x > v, abs(x - v)))
+            return near[:3]
         if role == "num_warps":
             ups, downs = [w for w in _WARPS if w > v][:1], [w for w in reversed(_WARPS) if w < v][:1]
         elif role == "num_stages":
@@ -374,7 +389,8 @@ class DeterministicAdvisor:
                     if c:
                         yield c
         for knob, direction in order:
-            for value in self._steps(knob, direction, tiled_dot):
+            uncertain = knob.site == "autotune" and knob.kernel in knobs.autotune_uncertain
+            for value in self._steps(knob, direction, tiled_dot, uncertain):
                 if tiled_dot and bm0 and bn0:
                     bm = value if knob is r.bm else bm0
                     bn = value if knob is r.bn else bn0
