@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Optional, Protocol
 
 from advisors.base import TuneContext, source_digest, unified_diff
-from advisors.knobs import Knob, Knobs, discover
+from advisors.knobs import _BLOCKISH, Knob, Knobs, discover
 from advisors.rewrite import RewriteError, apply_settings, insert_grouped_order
 from profd.model import Candidate
 
@@ -372,8 +372,13 @@ class DeterministicAdvisor:
             fixed.add(id(r.bn))
         if not knobs.has_loop(self._kernel(knobs)) and r.stages is not None and r.stages.site == "absent":
             fixed.add(id(r.stages))  # no loop to pipeline: num_stages changes nothing
+        # Flags and sizes of the problem (HAS_BIAS, LONG_INDEXING, eps) are not launch knobs: only
+        # block/tile/group sizes, warps, stages and program counts are searched.
         rest = sorted((k for k in knobs._for_kernel(self._kernel(knobs))
-                       if id(k) not in named and id(k) not in fixed and _tunable(k) and _cur(k) is not None),
+                       if id(k) not in named and id(k) not in fixed and _tunable(k) and _cur(k) is not None
+                       and (k.kind in ("num_warps", "num_stages", "launch") or k.param in ("num_warps", "num_stages")
+                            or _BLOCKISH.search(k.param or k.name)
+                            or _BLOCKISH.search(k.name))),
                       key=lambda k: rank.get(k.kind, 4))
         order = [(k, d) for k, d in order if id(k) not in fixed] + [(k, None) for k in rest]
         bk = _cur(r.bk) or 32
