@@ -38,6 +38,9 @@ class TuneContext:
     knobs: Any = None  # advisors.knobs.Knobs of best_source, or None
     history: list[Attempt] = field(default_factory=list)
     budget_left: int = 0
+    #: Earlier results for this source's candidates on this device and shape
+    #: (``Store.tune_cache(device, shape_key)``); advisors skip known losers. None: no cache.
+    cache: Any = None
 
     def tried_sources(self) -> set[str]:
         """Hashes of every source already measured (the original included)."""

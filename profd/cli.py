@@ -212,6 +212,12 @@ def cmd_tune(args: argparse.Namespace) -> int:
         who = f" ({holder['what']})" if holder and holder.get("what") else ""
         prog.say(f"waiting for {dev.name}: another profd process is measuring on it{who}; taking turns")
 
+    # Advisors first: an LLM key leaves this process's environment before the warm worker starts.
+    from profd.flow.tune import adopt_secrets
+
+    advisors = build_advisors(cfg)
+    for adv in advisors:
+        adopt_secrets(adv)
     runner = open_runner(dev, should_abort=stop.is_set, on_wait=waiting)
 
     def on_signal(signum: int, frame: Any) -> None:
@@ -223,7 +229,6 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
     old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        advisors = build_advisors(cfg)
         daemon = collect()
         if daemon["running"]:
             prog.say(f"a profd daemon (pid {daemon['daemon'].get('pid')}) is running: its jobs and this session "

@@ -323,6 +323,20 @@ class Timing(JsonMixin):
 
 
 @dataclass
+class LaunchRecord(JsonMixin):
+    """One distinct Triton launch seen at run time: the values the kernel really received."""
+
+    kernel: str  # the @triton.jit function's name
+    constexprs: dict[str, Any] = field(default_factory=dict)  # constexpr parameter -> value
+    num_warps: Optional[int] = None  # None: not known (the interpreter has no such option)
+    num_stages: Optional[int] = None
+    grid: Optional[list[int]] = None  # (x, y, z) after a grid callable was applied; None for warm-ups
+    count: int = 1  # identical launches are folded into one record
+    autotuned: bool = False  # the values come from the config the autotuner picked
+    via: str = "launch"  # "launch", "warmup" (kernel.warmup(...)) or "compiled" (a handle from warmup)
+
+
+@dataclass
 class Measurement(JsonMixin):
     """One run of the harness on one target: verdict, timing, device, errors."""
 
@@ -341,6 +355,9 @@ class Measurement(JsonMixin):
     wall_s: float = 0.0
     warnings: list[str] = field(default_factory=list)
     stderr_tail: str = ""
+    #: What each Triton launch of one kernel(...) call at the bench shape really received
+    #: (profd/harness/launches.py); knob discovery merges these with what it read statically.
+    launches: list["LaunchRecord"] = field(default_factory=list)
 
     @property
     def correct(self) -> bool:

@@ -208,6 +208,23 @@ class Store:
         """Every target with at least one stored run."""
         return [r[0] for r in self.db.execute("SELECT DISTINCT target FROM runs ORDER BY target")]
 
+    def tune_cache_get(self, source_digest: str, device: str, shape_key: str) -> Optional[tuple[Optional[float], str]]:
+        """(median ms, verdict) measured earlier for this exact source on this device and shape."""
+        row = self.db.execute("SELECT median_ms, verdict FROM tune_cache WHERE source_digest=? AND device=? "
+                              "AND shape_key=?", (source_digest, device, shape_key)).fetchone()
+        return None if row is None else (row["median_ms"], row["verdict"])
+
+    def tune_cache_put(self, source_digest: str, device: str, shape_key: str, median_ms: Optional[float],
+                       verdict: str) -> None:
+        """Remember a candidate's outcome ("accepted", "slower", or a failure status like "wrong")."""
+        self.db.execute("INSERT OR REPLACE INTO tune_cache (source_digest, device, shape_key, median_ms, verdict, "
+                        "at) VALUES (?, ?, ?, ?, ?, ?)", (source_digest, device, shape_key, median_ms, verdict,
+                                                         time.time()))
+
+    def tune_cache(self, device: str, shape_key: str) -> "TuneCacheView":
+        """The cache bound to one device and shape: what ``TuneContext.cache`` takes."""
+        return TuneCacheView(self, device, shape_key)
+
     def iter_runs(self) -> Iterator[RunRecord]:
         for r in self.db.execute(f"SELECT {_RUN_COLS} FROM runs ORDER BY id"):
             yield _record(r)
@@ -337,3 +354,31 @@ def register_schema(sql: str) -> None:
     """Add tables owned by another module (the job queue, tuning) to every Store."""
     if sql not in _EXTENSIONS:
         _EXTENSIONS.append(sql)
+
+
+register_schema("""
+CREATE TABLE IF NOT EXISTS tune_cache (
+    source_digest TEXT NOT NULL,
+    device TEXT NOT NULL,
+    shape_key TEXT NOT NULL,
+    median_ms REAL,
+    verdict TEXT NOT NULL,
+    at REAL NOT NULL,
+    PRIMARY KEY (source_digest, device, shape_key)
+);
+""")
+
+
+@dataclass
+class TuneCacheView:
+    """``Store.tune_cache(device, shape)``: get/put by source digest (advisors.base.source_digest)."""
+
+    store: Store
+    device: str
+    shape_key: str
+
+    def get(self, source_digest: str) -> Optional[tuple[Optional[float], str]]:
+        return self.store.tune_cache_get(source_digest, self.device, self.shape_key)
+
+    def put(self, source_digest: str, median_ms: Optional[float], verdict: str) -> None:
+        self.store.tune_cache_put(source_digest, self.device, self.shape_key, median_ms, verdict)

@@ -225,7 +225,13 @@ def test_l2_locality_with_grouped_kernel_suggests_larger_groups_not_the_rewrite(
     assert f is not None
     assert "program order" not in [lv.name for lv in f.levers]
     group = next(lv for lv in f.levers if lv.name == "GROUP_M")
-    assert group.direction == "increase" and group.suggested == "2"
+    # MATMUL_SRC has GROUP_M = 1: grouping code with groups of one row is row-major order, so the
+    # lever is the group size that makes the grouping work, and the summary does not call it grouped.
+    assert group.direction == "increase" and group.suggested == "8"
+    assert "already uses grouped" not in f.summary and "GROUP_M = 1" in f.summary
+    bigger = fire("l2-locality", MATMUL_ROW, knobs=discover(grouped.replace("GROUP_M = 1", "GROUP_M = 4")))
+    group = next(lv for lv in bigger.levers if lv.name == "GROUP_M")
+    assert (group.current, group.suggested) == ("4", "8") and "already uses grouped" in bigger.summary
 
 
 def test_l2_locality_silent_for_good_hit_rate_or_non_tiled_kernel():

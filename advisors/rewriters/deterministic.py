@@ -1,17 +1,23 @@
 """The deterministic advisor: a kernel engineer's moves, no LLM needed.
 
-Candidates come in this order, each step proposing only what has not been
-measured yet:
+Candidates come in this order, each step proposing only what has not been measured yet:
 
-1. structural rewrites a parameter cannot express -- grouped ("swizzled")
-   program order for a tiled matmul-like kernel that walks its tiles row-major;
-2. for tiled kernels, a short list of tile configurations known to work well
-   (the shapes Triton's matmul tutorial autotunes over), filtered by the shared
-   memory the device has;
-3. a directed local search around the best so far: the knobs the diagnosis
-   names first, in the direction it names, then every other knob one step
-   (block sizes x2 / /2, warps x2 / /2, stages +1 / -1, group size), so that an
-   accepted step is followed by another in the same direction.
+1. structural rewrites a parameter cannot express -- grouped ("swizzled") program order for a
+   tiled matmul-like kernel that walks its tiles row-major;
+2. presets known to be good for the kernel's class on this device: matmul/attention tiles for
+   Hopper, MI300 or others (filtered by shared memory and accumulator registers), row-wise
+   kernels' warps by row size, elementwise block sizes with the warps to fill them;
+3. a local search around the best so far, in the spirit of a pattern search (Kernel Tuner's
+   and Helion's): the knobs the diagnosis names first, in the direction it names, then every
+   other knob one step, then joint moves (a block size with its warps, both tile sides), all
+   under the same constraints, never a configuration already measured or known from the cache.
+
+Knobs come from advisors.knobs (the value followed to where it is defined) and are changed by
+advisors.rewrite at that site, so a candidate's grid and launch always agree. Values the source
+computes from sizes are taken from the run-time record when the tune loop merged one
+(``ctx.knobs.runtime``). With ``ctx.cache`` (``Store.tune_cache(device, shape)``) the results of
+earlier sessions on the same source, device and shape are reused: known failures and losers
+are not proposed again, known winners come first.
 """
 
 from __future__ import annotations
@@ -19,20 +25,31 @@ from __future__ import annotations
 import itertools
 import re
 from dataclasses import dataclass
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Optional, Protocol
 
 from advisors.base import TuneContext, source_digest, unified_diff
-from advisors.knobs import Knob, Knobs, discover
-from advisors.rewrite import RewriteError, insert_grouped_order, set_knobs
+from advisors.knobs import _BLOCKISH, Knob, Knobs, discover
+from advisors.rewrite import RewriteError, apply_settings, insert_grouped_order
 from profd.model import Candidate
 
 _POW2 = re.compile(r"(BLOCK|TILE|^B[MNK]$|_SIZE$|XBLOCK|RBLOCK)", re.I)
-_WARPS = (1, 2, 4, 8, 16)
+_WARPS = (1, 2, 4, 8, 16, 32)
 _MAX_BLOCK_1D = 1 << 16
 _MAX_TILE = 256
+#: fp32 accumulator registers per thread a tile may need (of 255): beyond it, spills.
+_MAX_ACC_REGS = 128
 
-# (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages): Triton's matmul tutorial configs
-# for Hopper/Ampere plus the 128x128x64 one, largest reuse first.
+# (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages), best first for each device family.
+HOPPER_TILES = [
+    (128, 256, 64, 8, 3), (128, 256, 64, 8, 4), (128, 128, 64, 4, 4), (128, 128, 64, 8, 4),
+    (64, 256, 32, 4, 4), (256, 128, 64, 8, 3), (128, 64, 64, 4, 4), (64, 128, 64, 4, 4),
+    (64, 64, 64, 4, 3),
+]
+MI300_TILES = [  # AMD: LDS 64 KiB, software pipelining with 2 stages, 256-wide tiles for 304 CUs
+    (256, 256, 64, 8, 2), (256, 128, 64, 8, 2), (128, 256, 64, 8, 2), (128, 128, 64, 4, 2),
+    (128, 128, 32, 4, 2), (256, 256, 32, 8, 2), (64, 128, 64, 4, 2),
+]
+# Triton's matmul tutorial configs for Ampere and others.
 TILE_PRESETS = [
     (128, 256, 64, 8, 3), (256, 128, 64, 8, 3), (128, 128, 64, 8, 3), (128, 128, 32, 4, 4),
     (64, 256, 32, 4, 4), (128, 64, 32, 4, 4), (64, 128, 32, 4, 4), (128, 32, 32, 4, 4),
@@ -40,6 +57,29 @@ TILE_PRESETS = [
 ]
 # Square-ish tiles for 2-D kernels without tl.dot (transposes, stencils, copies).
 TILE_2D_PRESETS = [(32, 32, 4), (64, 64, 8), (32, 64, 4), (64, 32, 4), (16, 64, 4), (128, 32, 8), (16, 16, 2)]
+# Elementwise: (BLOCK, num_warps), wide blocks with enough warps to issue their loads.
+ELEMENTWISE_PRESETS = [(1024, 4), (2048, 8), (4096, 8), (1024, 8), (2048, 4), (4096, 4)]
+
+
+def rowwise_warps(block: int) -> list[int]:
+    """Warps for a program that reduces one row of ``block`` elements, most likely first."""
+    if block >= 32768:
+        return [32, 16]
+    if block >= 8192:
+        return [16, 32, 8]
+    if block >= 2048:
+        return [8, 16, 4]
+    if block >= 512:
+        return [4, 8, 2]
+    return [2, 4, 1]
+
+
+class TuneCache(Protocol):
+    """What earlier sessions measured for a source on this device and shape."""
+
+    def get(self, source_digest: str) -> Optional[tuple[Optional[float], str]]:
+        """(median ms or None, verdict: "accepted", "slower", or a failure status) or None."""
+        ...
 
 
 @dataclass
@@ -52,15 +92,22 @@ class _Roles:
     group: Optional[Knob] = None
     warps: Optional[Knob] = None
     stages: Optional[Knob] = None
+    block: Optional[Knob] = None  # the 1-D block of an elementwise or row-wise kernel
 
 
-def _roles(k: Knobs) -> _Roles:
+def _tunable(k: Knob) -> bool:
+    return k.site != "param"
+
+
+def _roles(k: Knobs, kernel: str = "") -> _Roles:
     r = _Roles()
-    for knob in k.knobs:
+    for knob in k._for_kernel(kernel):
+        if not _tunable(knob):
+            continue
         up = (knob.param or knob.name).upper()
-        if knob.kind == "num_warps":
+        if knob.kind == "num_warps" or up == "NUM_WARPS":
             r.warps = r.warps or knob
-        elif knob.kind == "num_stages":
+        elif knob.kind == "num_stages" or up == "NUM_STAGES":
             r.stages = r.stages or knob
         elif up in ("BLOCK_M", "BLOCK_SIZE_M", "BM", "TILE_M"):
             r.bm = r.bm or knob
@@ -70,21 +117,48 @@ def _roles(k: Knobs) -> _Roles:
             r.bk = r.bk or knob
         elif up.startswith("GROUP"):
             r.group = r.group or knob
+        elif _POW2.search(up) and knob.kind in ("constexpr", "block", "autotune"):
+            r.block = r.block or knob
     return r
 
 
 def _int(v: Any) -> Optional[int]:
+    if isinstance(v, list):
+        return None
     return v if isinstance(v, int) and not isinstance(v, bool) else None
 
 
+def _cur(k: Optional[Knob]) -> Optional[int]:
+    """The value in effect (static, or the one seen at run time; an autotune pick)."""
+    if k is None:
+        return None
+    if isinstance(k.value, list):
+        return _int(k.runtime) if k.runtime is not None else _int(k.value[0]) if k.value else None
+    return _int(k.current)
+
+
+def device_family(spec: Any) -> str:
+    """``hopper``, ``mi300`` or ``other`` from a hwspecs DeviceSpec (or None)."""
+    if spec is None:
+        return "other"
+    cc = str(getattr(spec, "compute_capability", ""))
+    if cc.startswith("9."):
+        return "hopper"
+    if cc.startswith("gfx94") or cc.startswith("gfx95"):
+        return "mi300"
+    return "other"
+
+
 class DeterministicAdvisor:
-    """Proposes knob changes and rewrites from findings and a local search."""
+    """Proposes knob changes and rewrites from presets, findings and a local search."""
 
     name = "deterministic"
 
-    def __init__(self, smem_limit_bytes: Optional[int] = None, elem_bytes: int = 2) -> None:
+    def __init__(self, smem_limit_bytes: Optional[int] = None, elem_bytes: int = 2,
+                 cache: Optional[TuneCache] = None) -> None:
         self.smem_limit = smem_limit_bytes
         self.elem_bytes = elem_bytes
+        self.cache = cache
         self.notes: list[str] = []
 
     # ------------------------------------------------------------------ public
@@ -92,21 +166,27 @@ class DeterministicAdvisor:
     def propose(self, ctx: TuneContext, n: int) -> list[Candidate]:
         """Up to ``n`` untried candidates, most promising first."""
         tried = ctx.tried_sources()
+        cache = getattr(ctx, "cache", None) or self.cache
         out: list[Candidate] = []
+        known_good: list[Candidate] = []
         seen: set[str] = set()
         for cand in self._moves(ctx):
             d = source_digest(cand.source)
             if d in tried or d in seen:
                 continue
             seen.add(d)
+            hit = cache.get(d) if cache is not None else None
+            if hit is not None and hit[1] != "accepted":
+                self.notes.append(f"skipped {cand.params}: measured before ({hit[1]})")
+                continue
             cand.diff = unified_diff(ctx.original_source, cand.source, _name(ctx.path))
             cand.id = f"det-{d[:10]}"
-            out.append(cand)
-            if len(out) >= n:
+            (known_good if hit is not None else out).append(cand)
+            if len(out) + len(known_good) >= n:
                 break
-        return out
+        return (known_good + out)[:n]
 
-    # ------------------------------------------------------------------ generation
+    # ------------------------------------------------------------------ constraints
 
     def _smem_limit(self, ctx: TuneContext) -> int:
         if self.smem_limit:
@@ -114,57 +194,86 @@ class DeterministicAdvisor:
         spec = ctx.device_spec
         return int(getattr(spec, "max_shared_mem_per_block_bytes", 0) or 232448)
 
-    def _fits(self, ctx: TuneContext, bm: int, bn: int, bk: int, stages: int) -> bool:
-        # Triton keeps `stages` copies of the A and B tiles in shared memory.
-        return stages * (bm * bk + bk * bn) * self.elem_bytes <= self._smem_limit(ctx)
+    def _fits(self, ctx: TuneContext, bm: int, bn: int, bk: int, stages: int, warps: int = 0) -> bool:
+        # Triton keeps `stages` copies of the A and B tiles in shared memory (AMD: LDS, with
+        # stages-1 buffered); the fp32 accumulator lives in the registers of the warps' threads.
+        amd = device_family(ctx.device_spec) == "mi300"
+        st = max(1, stages - 1) if amd else stages
+        if st * (bm * bk + bk * bn) * self.elem_bytes > self._smem_limit(ctx):
+            return False
+        lanes = 64 if amd else 32  # a wavefront is 64 lanes
+        return not warps or bm * bn / (lanes * warps) <= _MAX_ACC_REGS
+
+    # ------------------------------------------------------------------ generation
+
+    def _knobs(self, ctx: TuneContext, src: str) -> Knobs:
+        knobs = discover(src, ctx.path)
+        runtime = getattr(ctx.knobs, "runtime", None)
+        return knobs.with_runtime(runtime) if runtime else knobs
 
     def _moves(self, ctx: TuneContext) -> Iterable[Candidate]:
         src = ctx.best_source
-        knobs = discover(src, ctx.path)
-        roles = _roles(knobs)
-        tiled_dot = knobs.uses_dot() and roles.bm is not None and roles.bn is not None
+        knobs = self._knobs(ctx, src)
+        kernel = self._kernel(knobs)
+        roles = _roles(knobs, kernel)
+        cls = knobs.kernel_class(kernel)
+        tiled_dot = cls == "matmul" and roles.bm is not None and roles.bn is not None
         # 1. structural: grouped program order for row-major tiled matmuls
-        if tiled_dot and not knobs.is_grouped():
+        if tiled_dot and not knobs.is_grouped(kernel):
             try:
                 new, kname = insert_grouped_order(src)
-                values = {roles.group.name: 8} if roles.group is not None else {}
-                if roles.group is not None:
-                    new = set_knobs(new, values, {roles.group.name: roles.group.line})
+                values = {}
+                if roles.group is not None and roles.group.site != "autotune":
+                    new = apply_settings(new, [(roles.group, 8)])
+                    values = {roles.group.name: 8}
                 yield Candidate(id="", source=new, advisor=self.name, params={"program_order": "grouped", **values},
                                 rationale=f"{kname} maps program ids to C tiles row-major, so the programs in flight "
                                           "read different panels of B and L2 reuse is poor; insert grouped "
                                           "(swizzled) program order with a group of 8 rows of tiles")
             except RewriteError as e:
                 self.notes.append(f"grouped-order rewrite not applicable: {e}")
-        # 2. presets for tiled kernels -- until one wins: then the budget is better spent on
-        # the local search around it than on the remaining, mostly worse, presets.
+        # 2. presets -- until one wins: then the budget is better spent on the local search
+        # around it than on the remaining, mostly worse, presets.
         preset_won = any(a.verdict.accepted and a.candidate.params.get("preset") for a in ctx.history)
-        if tiled_dot and not preset_won:
-            yield from self._dot_presets(ctx, src, roles)
-        elif roles.bm is not None and roles.bn is not None and not tiled_dot and not preset_won:
-            yield from self._tile2d_presets(src, roles)
+        if not preset_won:
+            if tiled_dot:
+                yield from self._dot_presets(ctx, src, roles)
+            elif cls == "tile2d" and roles.bm is not None and roles.bn is not None:
+                yield from self._tile2d_presets(src, roles)
+            elif cls == "rowwise":
+                yield from self._rowwise_presets(src, roles)
+            elif cls == "elementwise" and roles.block is not None:
+                yield from self._elementwise_presets(src, roles)
         # 3. directed local search around the best
-        yield from self._local(ctx, src, knobs, roles, tiled_dot)
+        yield from self._local(ctx, src, knobs, roles, tiled_dot, cls)
+
+    def _kernel(self, knobs: Knobs) -> str:
+        """The kernel to tune: the one that ran (or the first launched) when there are several."""
+        for name in knobs.ran or list(knobs.launch_lines) or knobs.kernels:
+            return name
+        return ""
 
     def _make(self, src: str, setting: list[tuple[Optional[Knob], Any]], why: str) -> Optional[Candidate]:
-        values = {k.name: v for k, v in setting if k is not None and k.value != v}
-        if not values:
+        setting = [(k, v) for k, v in setting if k is not None and _cur(k) != v]
+        if not setting:
             return None
         try:
-            new = set_knobs(src, values, {k.name: k.line for k, _ in setting if k is not None})
+            new = apply_settings(src, setting)
         except RewriteError as e:
             self.notes.append(str(e))
             return None
-        return Candidate(id="", source=new, advisor=self.name, params=values, rationale=why)
+        values = {k.name: v for k, v in setting}
+        return Candidate(id="", source=new, advisor=self.name, params=values, rationale=why + _where(setting))
 
     def _dot_presets(self, ctx: TuneContext, src: str, r: _Roles) -> Iterable[Candidate]:
-        for bm, bn, bk, w, s in TILE_PRESETS:
-            if r.bk is not None and r.bk.kind == "autotune":
-                continue
-            if not self._fits(ctx, bm, bn, bk, s):
+        fam = device_family(ctx.device_spec)
+        table = {"hopper": HOPPER_TILES, "mi300": MI300_TILES}.get(fam, TILE_PRESETS)
+        label = {"hopper": "Hopper", "mi300": "MI300"}.get(fam, "Triton's matmul tutorial")
+        for bm, bn, bk, w, s in table:
+            if not self._fits(ctx, bm, bn, bk, s, w):
                 continue
             setting = [(r.bm, bm), (r.bn, bn), (r.bk, bk), (r.warps, w), (r.stages, s)]
-            c = self._make(src, setting, f"tile {bm}x{bn}x{bk}, {w} warps, {s} stages: a proven matmul "
+            c = self._make(src, setting, f"tile {bm}x{bn}x{bk}, {w} warps, {s} stages: a proven {label} matmul "
                                          "configuration with more reuse per byte loaded than the current tiles")
             if c:
                 c.params["preset"] = True
@@ -179,6 +288,29 @@ class DeterministicAdvisor:
                 c.params["preset"] = True
                 yield c
 
+    def _rowwise_presets(self, src: str, r: _Roles) -> Iterable[Candidate]:
+        # The block covers the row (the kernel's correctness depends on it): tune the threads
+        # that share the row, not the block.
+        block = _cur(r.block) or _cur(r.bn)
+        if r.warps is None:
+            return
+        # Without the run-time row size, try the usual spread of warps.
+        for w in rowwise_warps(block) if block else [8, 16, 4, 32]:
+            per = f"{max(1, block // (32 * w))} elements per thread" if block else "the row size is known only at run time"
+            c = self._make(src, [(r.warps, w)], f"{w} warps for a row of {block or 'N'} elements: {per}")
+            if c:
+                c.params["preset"] = True
+                yield c
+
+    def _elementwise_presets(self, src: str, r: _Roles) -> Iterable[Candidate]:
+        for b, w in ELEMENTWISE_PRESETS:
+            c = self._make(src, [(r.block, b), (r.warps, w)],
+                           f"BLOCK {b} with {w} warps: {b // (32 * w)} elements per thread, wide vector loads "
+                           "and enough bytes in flight per SM")
+            if c:
+                c.params["preset"] = True
+                yield c
+
     def _lever_order(self, ctx: TuneContext, knobs: Knobs) -> list[tuple[Knob, str]]:
         """(knob, direction) pairs named by the findings, most valuable finding first."""
         out: list[tuple[Knob, str]] = []
@@ -189,17 +321,33 @@ class DeterministicAdvisor:
                     k = next(iter(knobs.of_kind("num_warps")), None)
                 if k is None and lever.name.lower() in ("num_stages", "stages"):
                     k = next(iter(knobs.of_kind("num_stages")), None)
-                if k is not None and lever.direction in ("increase", "decrease"):
+                if k is not None and _tunable(k) and lever.direction in ("increase", "decrease"):
                     out.append((k, lever.direction))
         return out
 
-    def _steps(self, knob: Knob, direction: Optional[str], tiled_dot: bool) -> list[Any]:
-        v = _int(knob.value)
+    def _steps(self, knob: Knob, direction: Optional[str], tiled_dot: bool, uncertain: bool = False) -> list[Any]:
+        v = _cur(knob)
         if v is None:
             return []
-        if knob.kind == "num_warps":
+        role = knob.kind if knob.kind in ("num_warps", "num_stages") else knob.param
+        if knob.site == "autotune" and isinstance(knob.value, list) and knob.value:
+            # The autotuner already tries the listed values: step from the one it picked, and
+            # past the ends of the list.
+            # A list behind a run-time test (`... if IS_AMD else [1]`) may hold only the pick.
+            listed = [v] if uncertain else [x for x in knob.value if isinstance(x, int)]
+            if role == "num_warps":
+                out = [w for w in _WARPS if w not in listed or w == v]
+            elif role == "num_stages":
+                out = [x for x in (max(listed) + 1, min(listed) - 1) if 1 <= x <= 6]
+            else:
+                out = [x for x in (max(listed) * 2, min(listed) // 2) if x >= 1]
+            near = sorted((x for x in out if x != v), key=lambda x: abs(x - v))
+            if direction == "decrease":
+                near.sort(key=lambda x: (x > v, abs(x - v)))
+            return near[:3]
+        if role == "num_warps":
             ups, downs = [w for w in _WARPS if w > v][:1], [w for w in reversed(_WARPS) if w < v][:1]
-        elif knob.kind == "num_stages":
+        elif role == "num_stages":
             ups, downs = ([v + 1] if v < 6 else []), ([v - 1] if v > 1 else [])
         elif (knob.param or knob.name).upper().startswith("GROUP"):
             ups, downs = [g for g in (4, 8, 16) if g > v][:1], [g for g in (16, 8, 4, 1) if g < v][:1]
@@ -214,42 +362,82 @@ class DeterministicAdvisor:
             return downs + ups
         return ups + downs
 
-    def _local(self, ctx: TuneContext, src: str, knobs: Knobs, r: _Roles, tiled_dot: bool) -> Iterable[Candidate]:
+    def _local(self, ctx: TuneContext, src: str, knobs: Knobs, r: _Roles, tiled_dot: bool,
+               cls: str) -> Iterable[Candidate]:
         order: list[tuple[Knob, Optional[str]]] = list(self._lever_order(ctx, knobs))
         named = {id(k) for k, _ in order}
         rank = {"constexpr": 0, "block": 0, "num_warps": 1, "num_stages": 2, "autotune": 3}
-        rest = sorted((k for k in knobs.knobs if id(k) not in named and _int(k.value) is not None),
+        fixed = {id(r.block)} if cls == "rowwise" and r.block is not None else set()
+        if cls == "rowwise" and r.bn is not None:
+            fixed.add(id(r.bn))
+        if not knobs.has_loop(self._kernel(knobs)) and r.stages is not None and r.stages.site == "absent":
+            fixed.add(id(r.stages))  # no loop to pipeline: num_stages changes nothing
+        # Flags and sizes of the problem (HAS_BIAS, LONG_INDEXING, eps) are not launch knobs: only
+        # block/tile/group sizes, warps, stages and program counts are searched.
+        rest = sorted((k for k in knobs._for_kernel(self._kernel(knobs))
+                       if id(k) not in named and id(k) not in fixed and _tunable(k) and _cur(k) is not None
+                       and (k.kind in ("num_warps", "num_stages", "launch") or k.param in ("num_warps", "num_stages")
+                            or _BLOCKISH.search(k.param or k.name)
+                            or _BLOCKISH.search(k.name))),
                       key=lambda k: rank.get(k.kind, 4))
-        order += [(k, None) for k in rest]
-        if tiled_dot and r.bm is not None and r.bn is not None:
+        order = [(k, d) for k, d in order if id(k) not in fixed] + [(k, None) for k in rest]
+        bk = _cur(r.bk) or 32
+        stages = _cur(r.stages) or 2
+        warps = _cur(r.warps) or 4
+        bm0, bn0 = _cur(r.bm), _cur(r.bn)
+        if tiled_dot and bm0 and bn0:
             # Square tiles move together as well as alone.
             for f in (2, 0.5):
-                bm, bn = int(r.bm.value * f), int(r.bn.value * f)
-                if 16 <= bm <= _MAX_TILE and 16 <= bn <= _MAX_TILE and self._fits(
-                        ctx, bm, bn, _int(r.bk.value) if r.bk else 32, _int(r.stages.value) if r.stages else 2):
+                bm, bn = int(bm0 * f), int(bn0 * f)
+                if 16 <= bm <= _MAX_TILE and 16 <= bn <= _MAX_TILE and self._fits(ctx, bm, bn, bk, stages, warps):
                     c = self._make(src, [(r.bm, bm), (r.bn, bn)], f"scale both tile sides by {f:g}: {bm}x{bn}")
                     if c:
                         yield c
         for knob, direction in order:
-            for value in self._steps(knob, direction, tiled_dot):
-                if tiled_dot and knob.kind == "num_stages" and r.bm and r.bn and not self._fits(
-                        ctx, r.bm.value, r.bn.value, _int(r.bk.value) if r.bk else 32, value):
-                    continue
-                why = (f"{knob.shown()} (line {knob.line}) -> {value}"
+            uncertain = knob.site == "autotune" and knob.kernel in knobs.autotune_uncertain
+            for value in self._steps(knob, direction, tiled_dot, uncertain):
+                if tiled_dot and bm0 and bn0:
+                    bm = value if knob is r.bm else bm0
+                    bn = value if knob is r.bn else bn0
+                    k_ = value if knob is r.bk else bk
+                    s_ = value if knob is r.stages else stages
+                    w_ = value if knob is r.warps else warps
+                    if not self._fits(ctx, bm, bn, k_, s_, w_):
+                        continue
+                why = (f"{knob.shown()} -> {value}"
                        + (f": the diagnosis says {direction} it" if direction else ": one step of the local search"))
                 c = self._make(src, [(knob, value)], why)
                 if c:
                     yield c
-        # Pairs: a block size with the warps that would fill it.
-        blocks = [k for k, _ in order if _POW2.search(k.param or k.name) and k.kind != "num_warps"]
+        # Joint moves: a block size with the warps that would fill it (work per thread constant).
+        blocks = [k for k, _ in order if _POW2.search(k.param or k.name) and k.kind not in ("num_warps",)]
         if r.warps is not None:
             for b, wf in itertools.product(blocks[:2], (2, 0.5)):
-                bv, wv = _int(b.value), _int(r.warps.value)
+                bv, wv = _cur(b), _cur(r.warps)
                 if bv and wv and int(wv * wf) in _WARPS and bv * wf >= 1 and float(bv * wf).is_integer():
+                    if tiled_dot and b in (r.bm, r.bn) and not self._fits(
+                            ctx, int(bv * wf) if b is r.bm else (bm0 or 64), int(bv * wf) if b is r.bn else (bn0 or 64),
+                            bk, stages, int(wv * wf)):
+                        continue
                     c = self._make(src, [(b, int(bv * wf)), (r.warps, int(wv * wf))],
                                    f"{b.name} and num_warps together x{wf:g}: keep work per thread constant")
                     if c:
                         yield c
+
+
+def _where(setting: list[tuple[Knob, Any]]) -> str:
+    """Where each change is made, in the words of the diff: the rationale must match it."""
+    parts = []
+    for k, v in setting:
+        if k.site == "helper":
+            parts.append(f"{k.name} = {v!r} overrides {k.helper}()'s result after line {k.call_line}")
+        elif k.site == "absent":
+            parts.append(f"{k.name}={v!r} added to the launch at line {k.launch_line or k.line}")
+        elif k.site == "autotune":
+            parts.append(f"{k.name}={v!r} in a new config put first in {k.kernel}'s autotune list")
+        else:
+            parts.append(f"{k.name} {k.text or k.value} -> {v!r} at line {k.line}")
+    return " (" + "; ".join(parts) + ")" if parts else ""
 
 
 def _name(path: str) -> str:

@@ -123,12 +123,12 @@ class LLMAdvisor:
         self._client = client
         supplied_key = getattr(client, "api_key", None)
         self._secrets = [k for k in (self._key, supplied_key) if isinstance(k, str) and len(k) >= 4]
-        from profd import secrets
-
-        secrets.register(*self._secrets)
-        if env is None and self._key_source:
-            # This process forks candidates: once read, the key leaves its environment (by any name).
-            secrets.forget_env([self._key_source])
+        # profd (the tune loop) registers these with its redactor and, since the process forks
+        # candidates, takes the key's variable out of its environment once read. Advisors do not
+        # import the daemon's modules: they declare, profd acts.
+        self.secrets = list(self._secrets)
+        self.secret_env = [self._key_source] if env is None and self._key_source else []
+        self.redactor: Any = lambda text: text
         self.last_errors: list[str] = []
         self.last_calls: list[LLMCall] = []
         self.total_tokens_in = 0
@@ -351,11 +351,9 @@ class LLMAdvisor:
 
     def _redact(self, text: str) -> str:
         """Remove the API key, every secret profd knows, and bearer tokens from text we record, log or send."""
-        from profd import secrets
-
         for secret in self._secrets:
             text = text.replace(secret, "[redacted]")
-        text = secrets.redact(text)
+        text = self.redactor(text)
         return re.sub(r"(?i)(bearer\s+)[^\s\"']+", r"\1[redacted]", text)
 
     def _error(self, message: str) -> str:

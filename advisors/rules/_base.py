@@ -150,16 +150,19 @@ def knob_lever(
     suggest: Suggest = None,
     fallback: str,
     why: str = "",
-) -> Lever:
+) -> Optional[Lever]:
     """A lever tied to the knob in the user's source when one is found.
 
-    With a knob: ``"BLOCK_SIZE = 64 at line 25: raise to 1024 (why)"``. Without: the generic
-    ``fallback`` name (``"BLOCK_SIZE"``, ``"num_warps"``) and the action.
+    With a knob: ``"BLOCK_SIZE = 64 at line 25: raise to 1024 (why)"`` -- the knob that exists,
+    where it is defined, its current value and a concrete new one. When the source is known but
+    has no such knob (no BLOCK_K in a softmax), or the suggestion is the value it already has,
+    the lever would say nothing true: None (``Rule.finding`` drops it). Without a source: the
+    generic ``fallback`` name (``"BLOCK_SIZE"``, ``"num_warps"``) and the action.
     """
     knob = find_knob(ctx, names=names, pattern=pattern, kind=kind)
     suggested: Optional[str] = None
     if knob is not None:
-        value = knob.value
+        value = _effective(knob)
         if callable(suggest):
             try:
                 s = suggest(value)
@@ -168,15 +171,57 @@ def knob_lever(
             suggested = None if s is None else str(s)
         elif suggest is not None:
             suggested = str(suggest)
-        target = f" to {suggested}" if suggested is not None and suggested != str(value) else ""
-        where = "autotune configs" if knob.kind == "autotune" else f"line {knob.line}"
-        desc = f"{knob.shown()} at {where}: {action}{target}" + _why(why)
+        if suggest is not None and (suggested is None or suggested == _shown_value(knob)
+                                    or (value is not None and suggested == str(value))):
+            return None  # nothing concrete to change
+        if not action and suggested is not None and isinstance(value, (int, float)):
+            # No fixed verb: say which way the value moves.
+            try:
+                action = "raise" if float(suggested) > value else "lower"
+            except ValueError:
+                action = "set"
+        target = f" to {suggested}" if suggested is not None else ""
+        desc = f"{knob.shown()} at {_where(knob)}: {action}{target}" + _why(why)
         return Lever(name=knob.name, direction=direction, description=desc,
                      current=_shown_value(knob), line=knob.line, suggested=suggested)
+    if ctx.knobs is not None and ctx.knobs.kernels:
+        return None  # the source is known and has no such knob: do not name one that does not exist
     if isinstance(suggest, str):
         suggested = suggest
+    action = action or "set"
     desc = f"{fallback}: {action}" + (f" to {suggested}" if suggested else "") + _why(why)
     return Lever(name=fallback, direction=direction, description=desc, suggested=suggested)
+
+
+def _effective(knob: "Knob") -> Any:
+    """The value a suggestion starts from: static, the run-time one, or an autotune list."""
+    if isinstance(knob.value, list):
+        return knob.runtime if knob.runtime is not None else knob.value
+    return knob.current
+
+
+def _where(knob: "Knob") -> str:
+    """Where the user makes the change, in the words of the source."""
+    if knob.site == "autotune":
+        return f"the autotune configs of {knob.kernel} (line {knob.line})"
+    if knob.site == "helper":
+        return f"line {knob.line} in {knob.helper}(), or override it after line {knob.call_line}"
+    if knob.site == "absent":
+        return f"the launch at line {knob.line} (add {knob.name}=)"
+    if knob.site == "heuristic":
+        return f"line {knob.line} (the @triton.heuristics value)"
+    return f"line {knob.line}"
+
+
+def within(lo: int, hi: int) -> Callable[[Any], Any]:
+    """Suggestion: bring a value into [lo, hi]; None (no lever) when it is already there."""
+    def f(v: Any) -> Any:
+        if isinstance(v, list):
+            v = max(v)
+        if not isinstance(v, (int, float)):
+            return None
+        return lo if v < lo else hi if v > hi else None
+    return f
 
 
 def _why(why: str) -> str:
@@ -191,6 +236,23 @@ def code_lever(name: str, direction: str, description: str, line: Optional[int] 
 def find_knob(ctx: "RuleContext", *, names: Sequence[str] = (), pattern: str = "", kind: str = "") -> Optional["Knob"]:
     if ctx.knobs is None:
         return None
+    kernel = ctx.kernel
+    found_k = _find(ctx, names=names, pattern=pattern, kind=kind)
+    return found_k if found_k is not None and _editable(ctx, found_k) else None
+
+
+def _editable(ctx: "RuleContext", knob: "Knob") -> bool:
+    """Can the user change this knob in the file without breaking the kernel?"""
+    if knob.site == "param":
+        return False  # its value arrives from outside the file
+    if knob.kind in ("num_warps", "num_stages") or ctx.knobs is None:
+        return True
+    # A row-wise kernel's block covers the row (next_power_of_2(n_cols)): not a free knob.
+    return not (ctx.knobs.kernel_class(ctx.kernel) == "rowwise"
+                and ("next_power_of_2" in knob.text or knob.site == "helper"))
+
+
+def _find(ctx: "RuleContext", *, names: Sequence[str], pattern: str, kind: str) -> Optional["Knob"]:
     kernel = ctx.kernel
     if names:
         k = ctx.knobs.get(*names, kernel=kernel)
@@ -211,7 +273,7 @@ def find_knob(ctx: "RuleContext", *, names: Sequence[str] = (), pattern: str = "
 
 def _shown_value(knob: "Knob") -> str:
     if knob.value is None:
-        return knob.text
+        return str(knob.runtime) if knob.runtime is not None else knob.text
     if isinstance(knob.value, list):
         return ", ".join(map(str, knob.value))
     return str(knob.value)
@@ -303,8 +365,12 @@ def matmul_like(ctx: "RuleContext") -> str:
     tu = tensor_use(ctx)
     if tu is not None and tu[0] >= 5.0:
         return f"matrix units busy {tu[0]:.0f}% of the time"
-    if ctx.knobs is not None and ctx.knobs.uses_dot(ctx.kernel):
+    if ctx.knobs is not None and ctx.knobs.uses_dot(ctx.knobs.canonical(ctx.kernel or "")):
         return "calls tl.dot"
+    if ctx.knobs is not None and ctx.knobs.knows(ctx.kernel or ""):
+        # The source is known and this kernel has no tl.dot: a name or a ratio does not make it
+        # a tiled matmul (no tile-order or BLOCK_K advice for a softmax or an elementwise op).
+        return ""
     if ctx.m("flops") and ctx.m("dram_bytes") and ctx.m("flops") / max(ctx.m("dram_bytes"), 1.0) > 50:
         return "arithmetic intensity of a tiled matmul"
     if _MATMUL_NAME.search(ctx.kernel or ""):

@@ -64,7 +64,7 @@ class L2Locality(Rule):
         if not (low_hit or l2_heavy):
             return None
 
-        grouped = ctx.knobs.is_grouped(ctx.kernel) if ctx.knobs is not None else None
+        grouped = ctx.knobs.is_grouped(ctx.knobs.canonical(ctx.kernel or "")) if ctx.knobs is not None else None
         # Time attributable to device memory: DRAM is busy dram% of the time. Grouped order cuts
         # DRAM traffic in proportion to the miss rate, (1 - target) / (1 - hit); bigger tiles cut
         # L2 traffic instead (doubling one tile side removes ~25% of it), which is what is left
@@ -91,7 +91,16 @@ class L2Locality(Rule):
 
         levers = []
         group = find_knob(ctx, names=("GROUP_M", "GROUP_SIZE_M", "GROUP_SIZE"), pattern=r"GROUP")
-        if grouped is False or grouped is None:
+        group_v = group.current if group is not None else None
+        ones = isinstance(group_v, list) and group_v and max(group_v) <= 1
+        if grouped and (group_v == 1 or ones):
+            # Grouping code with groups of one row of tiles is row-major order.
+            levers.append(knob_lever(ctx, names=("GROUP_M", "GROUP_SIZE_M", "GROUP_SIZE"), pattern=r"GROUP",
+                                     direction="increase", action="raise", suggest="8", fallback="GROUP_M",
+                                     why="with a group of 1 the grouping code walks the tiles row-major; 8 rows "
+                                         "of tiles per group keep the A and B panels of concurrent programs in L2"))
+            grouped = "ones"
+        elif grouped is False or grouped is None:
             unused = ""
             if group is not None and grouped is False:
                 unused = f" The kernel accepts {group.name} but never uses it to reorder programs."
@@ -123,6 +132,8 @@ class L2Locality(Rule):
             parts.append(f"L2 runs at {l2:.0f}% of its peak, {l2 / max(dram_v, 1e-6):.1f}x the DRAM "
                          f"utilization ({dram_v:.0f}%)")
         order = {True: "The kernel already uses grouped program order.",
+                 "ones": f"The kernel has grouping code but {group.name if group else 'GROUP_M'} = 1, "
+                         "so it walks its tiles row-major.",
                  False: "The kernel walks its tiles in plain row-major program order.",
                  None: "Its program order is unknown (no source given)."}[grouped]
         summary = (f"This is a tiled matmul-like kernel ({tiled}) that reuses little between tiles: "

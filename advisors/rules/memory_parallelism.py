@@ -14,7 +14,7 @@ from profd.model import Finding
 
 from advisors.rules.launch_overhead import FIXED_COST_NS
 from advisors.rules._base import (
-    Rule, Threshold, at_least, clamp, code_lever, dram_pct, ev, find_knob, knob_lever, memory_side,
+    Rule, Threshold, at_least, clamp, within, code_lever, dram_pct, ev, find_knob, knob_lever, memory_side,
     plus, times_pow2,
 )
 
@@ -79,10 +79,12 @@ class MemoryParallelism(Rule):
                        why="each program then moves several KB with wide vector loads, so more bytes are in "
                            "flight per SM"),
             knob_lever(ctx, names=("num_warps", "NUM_WARPS"), kind="num_warps", direction="set",
-                       action="keep at 4-8", suggest=at_least(4), fallback="num_warps",
-                       why="enough threads to issue the loads of a large block"),
+                       action="", suggest=within(4, 8), fallback="num_warps",
+                       why="4-8 warps issue the loads of a large block without starving each other"),
         ]
-        if find_knob(ctx, names=("num_stages", "NUM_STAGES"), kind="num_stages") is not None:
+        # Pipelining stages only matter for a loop (the source says whether there is one).
+        has_loop = ctx.knobs is None or ctx.knobs.has_loop(ctx.kernel)
+        if has_loop and find_knob(ctx, names=("num_stages", "NUM_STAGES"), kind="num_stages") is not None:
             levers.append(knob_lever(ctx, names=("num_stages", "NUM_STAGES"), kind="num_stages",
                                      direction="increase", action="raise", suggest=plus(1, 4),
                                      fallback="num_stages",

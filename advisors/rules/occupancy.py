@@ -114,9 +114,10 @@ class Occupancy(Rule):
                                      direction="decrease", action="lower", suggest=halve(1),
                                      fallback="num_stages",
                                      why="each pipeline stage holds one set of A/B tiles in shared memory"))
-            levers.append(knob_lever(ctx, names=("BLOCK_K", "BLOCK_SIZE_K"), pattern=r"BLOCK_?(SIZE_)?K$",
-                                     direction="decrease", action="lower", suggest=halve(16),
-                                     fallback="BLOCK_K", why="smaller K slices shrink every stage's buffers"))
+            if tiled:  # a K slice exists only in a kernel that walks K (tl.dot)
+                levers.append(knob_lever(ctx, names=("BLOCK_K", "BLOCK_SIZE_K"), pattern=r"BLOCK_?(SIZE_)?K$",
+                                         direction="decrease", action="lower", suggest=halve(16),
+                                         fallback="BLOCK_K", why="smaller K slices shrink every stage's buffers"))
         if "warps" in tied or "blocks" in tied:
             direction = "increase" if "blocks" in tied else "decrease"
             levers.append(knob_lever(ctx, names=("num_warps", "NUM_WARPS"), kind="num_warps",

@@ -301,6 +301,8 @@ def tune(path: Path, store: Store, *, budget: int = 24, time_budget_s: Optional[
     path = Path(path).resolve()
     original = path.read_text()
     advisors = advisors if advisors is not None else [DeterministicAdvisor()]
+    for adv in advisors:
+        adopt_secrets(adv)
     t0 = time.time()
     prog = progress or Progress(budget, enabled=False)
     # Stopped during the baseline: profile() raises Cancelled and stores nothing.
@@ -355,7 +357,11 @@ def _loop(path: Path, store: Store, result: TuneResult, base: Any, advisors: lis
     ctx = TuneContext(path=str(path), original_source=original, best_source=original,
                       best_median_ms=best_timing.median_ms, findings=list(base.findings), report=base.report,
                       device_spec=device_spec, budget_left=budget)
-    ctx.knobs = _knobs(original, path)
+    # Knobs as written, with the values each launch really received in the baseline run.
+    ctx.knobs = _knobs(original, path, m0.launches)
+    # Outcomes of earlier sessions on this device and shape: re-tuning is incremental.
+    device = m0.device.name if m0.device else "unknown"
+    ctx.cache = store.tune_cache(device, json.dumps(best_timing.shape or {}, sort_keys=True, default=str))
     result.attempts = ctx.history  # the same list: current whenever the loop stops
     prog.update(0, f"baseline {best_timing.median_ms:.4g} ms (±{best_timing.spread_pct:.1f}%)")
     empty_rounds = 0
@@ -412,6 +418,10 @@ def _loop(path: Path, store: Store, result: TuneResult, base: Any, advisors: lis
                 return
             result.evaluated += 1
             result.costs.append(cost)
+            mt = verdict.measurement.timing if verdict.measurement else None
+            ctx.cache.put(source_digest(cand.source), mt.median_ms if mt else None,
+                          "accepted" if verdict.accepted else ("slower" if cost.outcome == "not faster" else
+                                                               cost.outcome or "rejected"))
             ctx.history.append(Attempt(cand, verdict))
             _record(store, result.session_id, path, cand, verdict, m0)
             mark = "kept" if verdict.accepted else "rejected"
@@ -425,18 +435,35 @@ def _loop(path: Path, store: Store, result: TuneResult, base: Any, advisors: lis
                 result.best_ms = best_timing.median_ms
                 result.best_measurement = verdict.measurement
                 _keep_best(store, result, original, path)
-                ctx.knobs = _knobs(cand.source, path) or ctx.knobs
+                ctx.knobs = _knobs(cand.source, path, (verdict.measurement.launches if verdict.measurement
+                                                       else None) or m0.launches) or ctx.knobs
                 # The rest of this batch was derived from the old best: measured now, a
                 # candidate without the change just kept could win and silently undo it.
                 break
     result.stopped = f"budget of {budget} candidates used"
 
 
-def _knobs(source: str, path: Path) -> Any:
+def adopt_secrets(adv: Any) -> None:
+    """Take an advisor's declared secrets (an LLM key) into profd's redactor, and the variables it
+    read them from out of this process's environment: this process forks candidates."""
+    from profd import secrets
+
+    keys = [k for k in getattr(adv, "secrets", []) or [] if isinstance(k, str)]
+    if keys:
+        secrets.register(*keys)
+    names = [n for n in getattr(adv, "secret_env", []) or [] if n]
+    if names:
+        secrets.forget_env(names)
+    if hasattr(adv, "redactor"):
+        adv.redactor = secrets.redact
+
+
+def _knobs(source: str, path: Path, launches: Any = None) -> Any:
     try:
         from advisors.knobs import discover
 
-        return discover(source, str(path))
+        k = discover(source, str(path))
+        return k.with_runtime(launches) if launches else k
     except Exception:
         return None
 

@@ -136,6 +136,7 @@ class Child:
                 m.timing = self.time(target, device, on_gpu, torch)
                 if self.req.get("time_shapes") == "all":
                     m.shape_timings = self.time_every_shape(target, device, on_gpu, torch, m.timing)
+                m.launches = getattr(self, "launches", [])
         except BaseException as e:  # user code: classify anything it raises
             if isinstance(e, KeyboardInterrupt):
                 raise
@@ -166,6 +167,10 @@ class Child:
         flops = float(target.flops(*inputs)) if target.flops else None
         nbytes = float(target.bytes_moved(*inputs)) if target.bytes_moved else None
         fn = lambda: target.kernel(*inputs)  # noqa: E731
+        # Issue 17: one call with Triton's launches recorded (values the knobs really had); untimed.
+        from profd.harness.launches import capture
+
+        self.launches = capture(fn)
         if on_gpu:
             t = T.time_gpu(fn, flops=flops, nbytes=nbytes, rep_ms=float(self.req.get("rep_ms", 250.0)))
         else:
