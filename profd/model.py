@@ -358,6 +358,9 @@ class Measurement(JsonMixin):
     #: What each Triton launch of one kernel(...) call at the bench shape really received
     #: (profd/harness/launches.py); knob discovery merges these with what it read statically.
     launches: list["LaunchRecord"] = field(default_factory=list)
+    #: CUDA builds of the run (profd/harness/cuda_build.py): build seconds apart from run time,
+    #: cache hits and misses; empty for a Triton-only target.
+    builds: dict[str, Any] = field(default_factory=dict)
 
     @property
     def correct(self) -> bool:

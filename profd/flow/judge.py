@@ -417,6 +417,8 @@ class Judge:
         m = Measurement(target=str(source), content_hash="", verdict=Verdict(Status.CORRECT, str(ans.get("message"))),
                         timing=timing, wall_s=c.wall_s, stderr_tail=secrets.redact(c.stderr[-2000:]),
                         warnings=[secrets.redact(str(w)) for w in rep.get("warnings", [])][:10])
+        if isinstance(rep.get("builds"), dict):
+            m.builds = rep["builds"]
         for d in rep.get("shape_timings") or []:
             try:
                 st = Timing.from_dict(d)

@@ -156,5 +156,9 @@ def diagnose_into(res: ProfileResult, path: Path, store: Store) -> None:
     if res.counters is not None:
         res.report += render_counters(res.counters)
     notes = [w for w in res.warnings + m.warnings]
+    if m.builds:
+        b = m.builds
+        notes.append(f"CUDA build: {b.get('build_seconds', 0):.2f} s ({b.get('cache_hits', 0)} cached, "
+                     f"{b.get('cache_misses', 0)} compiled), kept out of the timing above")
     if notes:
         res.report += "\n" + "\n".join(f"> Note: {w}" for w in notes) + "\n"

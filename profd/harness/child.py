@@ -118,6 +118,13 @@ class Child:
         # A candidate lives in profd's scratch space; let it import its original's siblings.
         for extra in reversed(self.req.get("extra", {}).get("sys_path", [])):
             sys.path.insert(0, extra)
+        # CUDA C++ targets: no toolkit or GPU is a verdict; else builds are cached by source hash.
+        from profd.harness.cuda_build import prepare_child
+
+        cuda_verdict, self.build_hook = prepare_child(self.target_path)
+        if cuda_verdict:
+            m.verdict = Verdict(Status.LOAD_ERROR, cuda_verdict)
+            return self.finish(m)
         try:
             target = load_target(self.target_path)
         except TargetLoadError as e:
@@ -196,6 +203,9 @@ class Child:
             nvtx.range_pop()
 
     def finish(self, m: Any) -> dict[str, Any]:
+        hook = getattr(self, "build_hook", None)
+        if hook is not None and hook.records:
+            m.builds = hook.summary()
         data = m.to_dict()
         _write(self.result_path, data)
         return data

@@ -864,3 +864,36 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# --------------------------------------------------------------------------- the harness child's side
+
+
+def child_cache_dir(env: Optional[dict[str, str]] = None) -> Path:
+    """Where a harness child keeps CUDA builds: ``$PROFD_CUDA_CACHE_DIR``, else the user's cache
+    (``$XDG_CACHE_HOME/profd/cuda-cache``), which the sandbox lets children write -- unlike the state
+    directory, which candidate code must never write."""
+    env = os.environ if env is None else env
+    if env.get("PROFD_CUDA_CACHE_DIR"):
+        return Path(env["PROFD_CUDA_CACHE_DIR"])
+    return Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "profd" / "cuda-cache"
+
+
+def prepare_child(target: Path, *extra: Path) -> tuple[Optional[str], Optional[BuildHook]]:
+    """In a harness child, before any user file is imported: (verdict text when this machine cannot
+    build and run the CUDA code ``target`` needs, else None; the installed build hook, or None when no
+    file here builds CUDA code)."""
+    from advisors.cuda_knobs import needs_cuda
+
+    files = [Path(target), *[Path(e) for e in extra]]
+    try:
+        wanted = any(needs_cuda(f) for f in files if f.suffix == ".py" and f.is_file())
+    except Exception:  # a file that does not parse: the loader reports it with its line
+        return None, None
+    if not wanted:
+        return None, None
+    st = cuda_toolchain_status(check_torch=True)
+    if not st.ok:
+        return (f"{Path(target).name} {st.verdict}. profd builds and runs CUDA C++ targets (load_inline, CuPy) "
+                "only where both exist; the daemon keeps watching.", None)
+    return None, install_build_hook(child_cache_dir(), target)

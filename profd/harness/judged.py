@@ -107,6 +107,13 @@ def run(req: dict[str, Any], fd: int) -> None:
     counter = LaunchCounter()
     counter.install()
     cand_path = Path(req["candidate"])
+    from profd.harness.cuda_build import prepare_child
+
+    cuda_verdict, hook = prepare_child(cand_path, Path(req["original"]))
+    if cuda_verdict:
+        report["error"] = {"status": Status.LOAD_ERROR.value, "message": cuda_verdict}
+        channel.send_json(fd, b"R", report)
+        return
     try:
         original = load_target(Path(req["original"]))  # trusted: the user's file
     except TargetLoadError as e:
@@ -162,6 +169,8 @@ def run(req: dict[str, Any], fd: int) -> None:
         report["error"] = {"status": v.status.value, "message": v.message, "line": v.line,
                            "traceback": v.traceback[-4000:]}
     report["launches"] = counter.count
+    if hook is not None and hook.records:
+        report["builds"] = hook.summary()
     channel.send_json(fd, b"R", report)
 
 

@@ -29,6 +29,7 @@ import hashlib
 import importlib.util
 import inspect
 import sys
+import traceback
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,6 +145,9 @@ def import_file(path: Path) -> ModuleType:
     except BaseException as e:  # the module body is user code: anything can happen
         if isinstance(e, KeyboardInterrupt):
             raise
+        if getattr(e, "profd_line", None) is not None:  # a CUDA build error, mapped to the .py line
+            raise TargetLoadError(f"{path.name}:{e.profd_line}: the CUDA build failed: {e}", line=e.profd_line,
+                                  tb=traceback.format_exc()) from None
         line = _user_line(e.__traceback__, path)
         where = f":{line}" if line else ""
         raise TargetLoadError(
