@@ -1,0 +1,98 @@
+"""Rewrites of CUDA C++ targets (load_inline, CuPy): threads per block, tile defines, shared padding.
+
+Knobs come from :mod:`advisors.cuda_knobs`, which reads the CUDA source strings of the user's .py
+file; every rewrite changes a value where it is defined (a ``#define``, a ``const int threads``, a
+CuPy launch constant) so the grid stays computed from it. Candidates are proposed in a fixed
+order -- padding a shared tile (bank conflicts) first, then threads per block, then the tile size
+-- and each is judged like any other advisor's.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator, Optional
+
+from advisors.base import TuneContext, source_digest, unified_diff
+from advisors.cuda_knobs import (CudaKnobs, CudaRewriteError, discover_cuda, launch_threads, needs_cuda,
+                                 pad_shared_tile, set_cuda_knob, set_threads_per_block)
+from profd.model import Candidate
+
+#: Threads per block to try, most promising first for memory-bound kernels.
+THREADS = (256, 512, 128, 1024, 64)
+#: Square tile sizes for a tile ``#define`` that sizes both the block and the shared tile.
+TILES = (32, 16, 8)
+
+
+class CudaAdvisor:
+    """Proposes CUDA launch and tile rewrites for targets whose kernel is CUDA C++."""
+
+    name = "cuda"
+
+    def __init__(self) -> None:
+        self.notes: list[str] = []
+
+    def propose(self, ctx: TuneContext, n: int) -> list[Candidate]:
+        """Up to ``n`` untried rewrites of the current best source."""
+        src = ctx.best_source
+        if not needs_cuda(src):
+            return []
+        tried = ctx.tried_sources()
+        out: list[Candidate] = []
+        for new, why, params in self._moves(src, discover_cuda(src, ctx.path)):
+            digest = source_digest(new)
+            if digest in tried or any(source_digest(c.source) == digest for c in out):
+                continue
+            out.append(Candidate(id=f"cuda-{digest[:8]}", source=new, advisor=self.name, rationale=why,
+                                 params=params, diff=unified_diff(ctx.original_source, new, _name(ctx.path))))
+            if len(out) >= n:
+                break
+        return out
+
+    def _moves(self, src: str, k: CudaKnobs) -> Iterator[tuple[str, str, dict[str, Any]]]:
+        for arr in k.shared:
+            if len(arr.dims) == 2 and not arr.padded:
+                try:
+                    yield (pad_shared_tile(src, arr.name), f"pad __shared__ {arr.name}[{arr.dims[0]}][{arr.dims[1]}] to "
+                           f"[{arr.dims[1]} + 1] at line {arr.line} (bank conflicts on the column walk)",
+                           {"pad": arr.name})
+                except CudaRewriteError:
+                    pass
+        tiles = [kn for kn in k.knobs if kn.kind == "define" and "shared" in kn.feeds and "block" in kn.feeds
+                 and isinstance(kn.value, int)]
+        for launch in k.launches:
+            if any(t.kernel in ("", launch.kernel) for t in tiles):
+                continue  # the tile define sets this launch's block: moved below, with the tile
+            cur = launch_threads(k, launch)
+            for threads in THREADS:
+                if cur is not None and threads == cur:
+                    continue
+                try:
+                    new = set_threads_per_block(src, threads, kernel=launch.kernel)
+                except CudaRewriteError:
+                    continue
+                yield (new, f"{launch.kernel}: threads per block {cur if cur is not None else '?'} -> {threads} "
+                       f"(changed where the block size is defined; the grid is computed from it)",
+                       {"threads": threads, "kernel": launch.kernel})
+        for t in tiles:
+            for size in TILES:
+                if size == t.value:
+                    continue
+                try:
+                    new = set_cuda_knob(src, t.name, size, line=t.line)
+                except CudaRewriteError:
+                    continue
+                yield new, f"#define {t.name} {t.value} -> {size} at line {t.line} (block and shared tile)", \
+                    {t.name: size}
+
+
+def _name(path: str) -> str:
+    return path.rsplit("/", 1)[-1] if path else "kernel.py"
+
+
+def _build(table: Any) -> Optional[CudaAdvisor]:
+    return CudaAdvisor()
+
+
+from advisors.rewriters import AdvisorSpec  # noqa: E402  (the registry's type)
+
+ADVISOR = AdvisorSpec(name="cuda", summary="CUDA C++ rewrites (threads per block, tile defines, shared-tile "
+                      "padding) for load_inline / CuPy targets; needs no LLM", build=_build, order=15)
