@@ -212,6 +212,10 @@ class Judge:
                "bench_seeds": [_random.randbelow(2**31) for _ in range(2)], "force_cpu": self.force_cpu,
                "sys_path": [str(self.path.parent)], "rep_ms": rep_ms, "time_shapes": time_shapes}
         self.children_last += 1
+        # Two outputs per verification call (NaN and sentinel poison), each at most a few times the
+        # inputs' size, plus the timed calls' 64 MiB: more than that is a flood, whatever the kernel.
+        per_call = 4 * int(meta.get("max_input_bytes") or 0) + (1 << 20)
+        self.cap_now = max(self.output_cap, 2 * len(verify) * per_call + (64 << 20))
         claims = self._launch(req)
         return self._check(req, claims, Path(source_path))
 
@@ -240,7 +244,7 @@ class Judge:
             if claims is not None:
                 return claims
         rfd, wfd = os.pipe()
-        reader = channel.Reader(rfd, dest, self.output_cap)
+        reader = channel.Reader(rfd, dest, getattr(self, 'cap_now', self.output_cap))
         reader.start()
         err = open(scratch / "stderr.log", "w")
         t0 = time.time()
@@ -278,7 +282,7 @@ class Judge:
         """The candidate child as a fork of the warm worker; None when the zygote cannot fork one."""
         fifo = scratch / "channel"
         os.mkfifo(fifo, 0o600)
-        reader = channel.FifoReader(fifo, dest, self.output_cap)
+        reader = channel.FifoReader(fifo, dest, getattr(self, 'cap_now', self.output_cap))
         reader.start()
         t0 = time.time()
         pid = self.warm.fork_judged(scratch, scratch / "request.json", fifo, secrets.scrub_env(scrubbed_env(

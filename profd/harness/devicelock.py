@@ -108,9 +108,10 @@ def hold(key: str, what: str = "", *, on_wait: Callable[[Optional[dict[str, Any]
                     on_wait(holder(key))
                 time.sleep(poll_s)
         if got:
-            tmp = d / f".{key}.holder.{os.getpid()}"
-            tmp.write_text(json.dumps({"pid": os.getpid(), "what": what, "since": time.time()}))
-            os.replace(tmp, d / f"{key}.holder")
+            from profd.paths import write_private
+
+            # User-only, like every state file: it names what the user is measuring.
+            write_private(d / f"{key}.holder", json.dumps({"pid": os.getpid(), "what": what, "since": time.time()}))
             depth[key] = 1
         try:
             yield got

@@ -112,7 +112,21 @@ def main(argv: list[str]) -> int:
 
     # Smallest shape first: a broken candidate fails (or crashes) on the cheapest one.
     order = sorted(range(len(target.shapes)), key=lambda i: shape_size(target.shapes[i]))
-    _answer({"ready": True, "shapes": len(target.shapes), "order": order,
+    # How big one call's outputs can honestly be: the judge caps what a candidate may send at a
+    # multiple of this (a fixed cap refused the originals of real kernels at their GPU sizes).
+    from profd.harness.verify import make_inputs
+
+    biggest = 0
+    for shape in [*target.shapes, target.bench_shape]:
+        try:
+            ins = make_inputs(target, shape, 0, device)
+            biggest = max(biggest, sum(int(x.numel() * x.element_size()) for x in ins if isinstance(x, torch.Tensor)))
+            del ins
+        except Exception:  # the reference check will say what is wrong with the inputs
+            pass
+    if on_gpu:
+        torch.cuda.empty_cache()
+    _answer({"ready": True, "shapes": len(target.shapes), "order": order, "max_input_bytes": biggest,
              "bench_in_shapes": target.bench_shape in target.shapes})
     native: dict[str, Any] = {}
     for line in sys.stdin:
