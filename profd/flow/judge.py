@@ -215,7 +215,7 @@ class Judge:
         # Two outputs per verification call (NaN and sentinel poison), each at most a few times the
         # inputs' size, plus the timed calls' 64 MiB: more than that is a flood, whatever the kernel.
         per_call = 4 * int(meta.get("max_input_bytes") or 0) + (1 << 20)
-        self.cap_now = max(self.output_cap, 2 * len(verify) * per_call + (64 << 20))
+        self.cap_now = max(self.output_cap, (2 * len(verify) + 2) * per_call + (64 << 20))
         claims = self._launch(req)
         return self._check(req, claims, Path(source_path))
 

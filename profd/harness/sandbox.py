@@ -423,6 +423,11 @@ def apply_read_restriction() -> str:
         return f"unavailable: {why}"
     libc = _libc()
     access = ACCESS_FS_READ_FILE | ACCESS_FS_READ_DIR
+    if abi >= 2:
+        # A ruleset that does not handle REFER denies every re-parenting rename (EXDEV): Triton's
+        # compile cache renames its tmp dir's files into the cache dir. Handled and allowed here
+        # wherever reads are; the write layer still decides where anything may be written.
+        access |= ACCESS_FS_REFER
     attr = _RulesetAttr(handled_access_fs=access)
     fd = libc.syscall(ctypes.c_long(SYS_LANDLOCK_CREATE_RULESET), ctypes.byref(attr),
                       ctypes.c_size_t(ctypes.sizeof(attr)), ctypes.c_uint32(0))
@@ -439,6 +444,7 @@ def apply_read_restriction() -> str:
             try:
                 allowed = access if os.path.isdir(root) else ACCESS_FS_READ_FILE
                 rule = _PathBeneathAttr(allowed_access=allowed, parent_fd=pfd)
+                # (REFER is a directory right: files get READ_FILE alone.)
                 libc.syscall(ctypes.c_long(SYS_LANDLOCK_ADD_RULE), ctypes.c_int(fd),
                              ctypes.c_int(LANDLOCK_RULE_PATH_BENEATH), ctypes.byref(rule), ctypes.c_uint32(0))
             finally:
