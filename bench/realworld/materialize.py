@@ -23,6 +23,7 @@ import argparse
 import ast
 import hashlib
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -220,7 +221,13 @@ def _wrapper_parts(name: str) -> tuple[str, str]:
     if text.count(UPSTREAM_MARKER) != 1:
         raise CorpusError(f"{path}: needs exactly one line {UPSTREAM_MARKER!r}")
     pre, post = text.split(UPSTREAM_MARKER)
-    return pre.strip("\n"), post.strip("\n")
+    # Shims several wrappers share live once, in wrappers/_<name>.snippet (the first line says so).
+    def include(part: str) -> str:
+        for name in re.findall(r"^# @@ include (\w+) @@$", part, flags=re.M):
+            snippet = (WRAPPERS / f"_{name}.snippet").read_text().split("\n", 1)[1]
+            part = part.replace(f"# @@ include {name} @@\n", snippet)
+        return part
+    return include(pre).strip("\n"), include(post).strip("\n")
 
 
 def _header(t: corpus.Target, wheels: dict[str, Path], sources: dict[tuple[str, str], str]) -> str:

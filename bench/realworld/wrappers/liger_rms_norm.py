@@ -9,22 +9,7 @@ import triton.language as tl
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 ON_GPU = DEVICE == "cuda"
 
-if not ON_GPU:
-    # shim, interpreter only: compiled Triton gives a float scalar argument an fp32 scalar type
-    # (so upstream can write `eps.to(tl.float32)`), but the CPU interpreter passes it through as
-    # a Python float, which has no .to(). Wrap float arguments the way it wraps ints.
-    import numpy as np
-    from triton.runtime import interpreter as _interpreter
-
-    if not getattr(_interpreter._implicit_cvt, "_wraps_floats", False):
-        def _implicit_cvt(arg, _orig=_interpreter._implicit_cvt):
-            if isinstance(arg, float):
-                handle = _interpreter.TensorHandle(np.array([arg], dtype=np.float32), tl.float32)
-                return tl.tensor(handle, tl.float32)
-            return _orig(arg)
-
-        _implicit_cvt._wraps_floats = True
-        _interpreter._implicit_cvt = _implicit_cvt
+# @@ include float_args @@
 
 # ---- shims for liger_kernel internals the upstream code imports ----
 # shim: rms_norm.py imports rsqrt from libdevice when triton >= 3 (not NPU). Triton's CPU
