@@ -140,6 +140,9 @@ def test_hostile_candidates_through_the_llm_advisor(env: dict[str, Any]) -> None
     script += ["genuine\n```python\n" + GENUINE + "\n```"]
     with ScriptedLLMServer(script) as srv:
         adv = LLMAdvisor(LLMConfig(base_url=srv.base_url, model="scripted-model", max_retries=0, timeout_s=20))
+        from profd.flow.tune import adopt_secrets
+
+        adopt_secrets(adv)  # what profd does with every advisor before it forks anything
         assert CANARY not in os.environ.get("PROFD_LLM_API_KEY", ""), "the key stayed in the forking process's env"
         res = tune(env["file"], env["store"], budget=len(script), advisors=[adv], force_cpu=True, timeout_s=40.0,
                    batch=1)

@@ -183,8 +183,8 @@ def test_an_advisor_is_one_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         cfg_file.write_text('[echo]\ngreeting = "hello"\n')
         cfg = config.load(cfg_file, env={})
         built = rewriters.build_advisors(cfg)
-        assert [a.name for a in built] == ["deterministic", "echo"]
-        assert built[1].table == {"greeting": "hello"}
+        assert [a.name for a in built] == ["deterministic", "cuda", "echo"]
+        assert built[-1].table == {"greeting": "hello"}
         assert rewriters.records_llm_exchange("echo") and not rewriters.records_llm_exchange("deterministic")
         cfg_file.write_text('[nonsense]\nx = 1\n')
         with pytest.raises(config.ConfigError):
