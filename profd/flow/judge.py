@@ -52,6 +52,10 @@ NOISE_FLOOR_PCT = {True: 1.0, False: 5.0}  # representative GPU timing vs CPU in
 #: sub-millisecond kernel; a potential winner is re-timed at full length beside the best.
 SCREEN_REP_MS = 60.0
 FULL_REP_MS = 250.0
+# The screen checks each declared shape once (plus the timed calls' outputs); a candidate worth
+# confirming is checked TRIALS times per shape on fresh inputs in the confirmation child. At GPU
+# sizes the outputs dominate a child's cost: three calls per shape tripled it for every loser.
+SCREEN_TRIALS = 1
 #: A first run goes on to the A/B confirmation when it is faster than the best by at least
 #: this fraction of the noise floor (the confirmation needs the whole floor).
 PROMOTE_FRACTION = 0.5
@@ -100,6 +104,7 @@ class JudgedRun:
     launches: int = 0
     parent_ms: Optional[float] = None  # the parent's clock over the timing phase, per timed call
     cause: str = ""  # short cause for tables ("contract", "wrong", "timing forged", ...)
+    phases: dict[str, float] = field(default_factory=dict)  # seconds: the child's own laps, spawn, check
 
 
 @dataclass
@@ -119,13 +124,33 @@ class ReferenceProcess:
         self.proc: Optional[subprocess.Popen] = None
         self.scratch: Optional[Path] = None
         self.lock = threading.Lock()
+        self.ready: Optional[dict[str, Any]] = None
 
-    def _start(self) -> None:
+    def _usable(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None and self.ready is not None
+
+    def spawn(self) -> None:
+        """Start the process now; it imports torch and the user's file, then waits for ``_start``
+        before it allocates anything on the GPU (the baseline may be being measured)."""
+        if self.proc is not None:
+            return
         self.scratch = Path(tempfile.mkdtemp(prefix="profd-ref-"))
-        cmd = [sys.executable, "-m", "profd.harness.reference", str(self.original)] + (["cpu"] if self.force_cpu else [])
+        cmd = [sys.executable, "-m", "profd.harness.reference", str(self.original), "wait"] + (
+            ["cpu"] if self.force_cpu else [])
         self.proc = subprocess.Popen(cmd, cwd=self.scratch, env=secrets.scrub_env(scrubbed_env()),
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                      text=True, start_new_session=True)
+
+    def _start(self) -> None:
+        if self.proc is None or self.proc.poll() is not None or self.ready is not None:
+            self.close()
+            self.spawn()
+        assert self.proc is not None and self.proc.stdin is not None
+        try:
+            self.proc.stdin.write("go\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            pass  # it died loading: _read says so
         ready = self._read(300.0)
         if not ready.get("ready"):
             self.close()
@@ -135,8 +160,9 @@ class ReferenceProcess:
     def meta(self, timeout_s: float) -> dict[str, Any]:
         """What the original declares: {"shapes": N, "bench_in_shapes": bool} (from the reference process)."""
         with self.lock:
-            if self.proc is None or self.proc.poll() is not None:
+            if not self._usable():
                 self._start()
+            assert self.ready is not None
             return self.ready
 
     def _read(self, timeout_s: float) -> dict[str, Any]:
@@ -150,7 +176,7 @@ class ReferenceProcess:
     def check(self, calls: list[dict[str, Any]], timeout_s: float) -> dict[str, Any]:
         """The reference's verdict on claimed outputs: {"ok", "status", "message"}."""
         with self.lock:
-            if self.proc is None or self.proc.poll() is not None:
+            if not self._usable():
                 self._start()
             assert self.proc and self.proc.stdin
             self.proc.stdin.write(json.dumps({"calls": calls}) + "\n")
@@ -163,6 +189,7 @@ class ReferenceProcess:
             return ans
 
     def close(self) -> None:
+        self.ready = None
         if self.proc is not None:
             kill_group(self.proc)
             self.proc.wait()
@@ -186,11 +213,13 @@ class Judge:
         inner = getattr(warm, "inner", warm)
         self.warm = inner if hasattr(inner, "fork_judged") else None
         self.children_last = 0  # children the last evaluate() started (for the tune loop's costs)
+        self.phases_last: dict[str, float] = {}  # their phases summed (seconds), same purpose
         self.path = Path(path).resolve()
         self.original = self.path.read_text()
         self.force_cpu, self.timeout_s = force_cpu, timeout_s
         self.allow_fallback, self.output_cap = allow_fallback, output_cap
         self.ref = ReferenceProcess(self.path, force_cpu)
+        self.ref.spawn()  # loads while the caller measures the baseline
         self.base: Optional[JudgedRun] = None
         self.work = ensure_private_dir(artifacts_dir("judge"))
 
@@ -199,12 +228,16 @@ class Judge:
 
     # ------------------------------------------------------------------ one child
 
-    def run(self, source_path: Path, rep_ms: float = FULL_REP_MS, time_shapes: str = "bench") -> JudgedRun:
-        """Run ``source_path``'s kernel in a confined child on fresh inputs and check everything it claims."""
+    def run(self, source_path: Path, rep_ms: float = FULL_REP_MS, time_shapes: str = "bench",
+            trials: int = TRIALS) -> JudgedRun:
+        """Run ``source_path``'s kernel in a confined child on fresh inputs and check everything it claims.
+
+        ``trials`` calls per declared shape (the screen makes one: a candidate that gets that far
+        and looks faster is checked again with ``TRIALS`` per shape in the confirmation)."""
         meta = self.ref.meta(self.timeout_s)
         # Like verify(): TRIALS calls per declared shape, one on the bench shape unless it is declared.
         order = meta.get("order") or list(range(int(meta["shapes"])))
-        plan: list[Any] = [i for i in order for _ in range(TRIALS)]
+        plan: list[Any] = [i for i in order for _ in range(max(1, trials))]
         if not meta.get("bench_in_shapes"):
             plan.append("bench")
         verify = [{"shape": s, "seed": _random.randbelow(2**31)} for s in plan]
@@ -216,8 +249,18 @@ class Judge:
         # inputs' size, plus the timed calls' 64 MiB: more than that is a flood, whatever the kernel.
         per_call = 4 * int(meta.get("max_input_bytes") or 0) + (1 << 20)
         self.cap_now = max(self.output_cap, (2 * len(verify) + 2) * per_call + (64 << 20))
+        t0 = time.perf_counter()
         claims = self._launch(req)
-        return self._check(req, claims, Path(source_path))
+        t1 = time.perf_counter()
+        r = self._check(req, claims, Path(source_path))
+        child = (claims.got.report or {}).get("phases") if isinstance(claims.got.report, dict) else None
+        if isinstance(child, dict):
+            r.phases = {f"child_{k}": float(v) for k, v in child.items() if isinstance(v, (int, float))}
+        r.phases["child_wall"] = round(t1 - t0, 4)
+        r.phases["check"] = round(time.perf_counter() - t1, 4)
+        for k, v in r.phases.items():
+            self.phases_last[k] = round(self.phases_last.get(k, 0.0) + v, 4)
+        return r
 
     def _warm_usable(self) -> bool:
         w = self.warm
@@ -461,10 +504,11 @@ class Judge:
         if problems:
             return reject("breaks the file's contract: " + "; ".join(problems), "contract")
         self.children_last = 0
+        self.phases_last = {}
         f = candidate_file(self.path, cand.id, cand.source)
         # A short first timing: most candidates are losers, and one child with a short timing
         # says so; only a potential winner pays the full A/B re-check below.
-        r = self.run(f, rep_ms=SCREEN_REP_MS)
+        r = self.run(f, rep_ms=SCREEN_REP_MS, trials=SCREEN_TRIALS)
         m = r.measurement
         if not m.correct:
             return reject(f"incorrect: {m.verdict.status.value}: {m.verdict.message}", r.cause, m)

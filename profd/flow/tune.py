@@ -18,6 +18,7 @@ directory; the user's file changes only through ``profd apply``.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ class CandidateCost:
     judge_s: float = 0.0
     children: int = 0
     screen_ms: Optional[float] = None  # the screening median
+    phases: dict[str, float] = field(default_factory=dict)  # the judge's children, summed (seconds)
 
     @property
     def total_s(self) -> float:
@@ -71,6 +73,7 @@ class TuneResult:
     costs: list[CandidateCost] = field(default_factory=list)
     best_measurement: Optional[Measurement] = None  # the judge's full measurement of the kept best
     wall_s: float = 0.0
+    startup: dict[str, float] = field(default_factory=dict)  # seconds before the first candidate, by step
 
     @property
     def speedup(self) -> Optional[float]:
@@ -98,6 +101,7 @@ class TuneResult:
             "best_candidate": self.best_candidate, "baseline_ms": self.baseline_ms, "best_ms": self.best_ms,
             "speedup": self.speedup, "evaluated": self.evaluated, "patch_path": self.patch_path,
             "stopped": self.stopped, "notes": self.notes, "wall_s": round(self.wall_s, 3),
+            "startup": self.startup,
             "candidates_per_min": self.candidates_per_min,
             "shapes": self.shape_table(),
             "triton_configs": configs, "triton_configs_text": format_triton_configs(configs),
@@ -305,15 +309,26 @@ def tune(path: Path, store: Store, *, budget: int = 24, time_budget_s: Optional[
         adopt_secrets(adv)
     t0 = time.time()
     prog = progress or Progress(budget, enabled=False)
-    # Stopped during the baseline: profile() raises Cancelled and stores nothing.
-    base = profile(path, store, counters=counters, timeout_s=timeout_s, force_cpu=force_cpu, runner=runner,
-                   time_shapes="all", cancelled=should_stop)
+    from profd.flow.judge import Judge
+
+    # The judge's reference process (a cold interpreter: torch, CUDA, the user's file) starts now and
+    # loads while profile() measures the baseline: seconds off every session's start.
+    judge = Judge(path, force_cpu=force_cpu, timeout_s=timeout_s, allow_fallback=allow_fallback, warm=warm)
+    try:
+        # Stopped during the baseline: profile() raises Cancelled and stores nothing.
+        base = profile(path, store, counters=counters, timeout_s=timeout_s, force_cpu=force_cpu, runner=runner,
+                       time_shapes="all", cancelled=should_stop)
+    except BaseException:
+        judge.close()
+        raise
+    t_profiled = time.time()
     m0 = base.measurement
     device = m0.device.name if m0.device else None
     baseline_ms = m0.timing.median_ms if m0.timing else None
     session = store.open_tune_session(str(path), m0.content_hash, t0, device, budget, baseline_ms, kind)
     result = TuneResult(target=str(path), session_id=session, baseline=m0, best_source=original,
                         best_candidate=None, baseline_ms=baseline_ms, best_ms=baseline_ms, evaluated=0)
+    result.startup["profile_s"] = round(t_profiled - t0, 3)
 
     def stopped_why() -> str:
         return stop_reason() if stop_reason else "pre-empted (a save is waiting, or profd is stopping)"
@@ -324,20 +339,16 @@ def tune(path: Path, store: Store, *, budget: int = 24, time_budget_s: Optional[
         elif not m0.correct or m0.timing is None:
             result.stopped = f"the original is not correct ({m0.verdict.status.value}): fix it before tuning"
         else:
-            from profd.flow.judge import Judge
-
-            judge = Judge(path, force_cpu=force_cpu, timeout_s=timeout_s, allow_fallback=allow_fallback, warm=warm)
-            try:
-                _loop(path, store, result, base, advisors, prog, judge, original=original, budget=budget,
-                      deadline=(t0 + time_budget_s) if time_budget_s is not None else None,
-                      time_budget_s=time_budget_s, should_stop=should_stop, stopped_why=stopped_why,
-                      device_spec=device_spec, batch=batch)
-            finally:
-                judge.close()
+            _loop(path, store, result, base, advisors, prog, judge, original=original, budget=budget,
+                  deadline=(t0 + time_budget_s) if time_budget_s is not None else None,
+                  time_budget_s=time_budget_s, should_stop=should_stop, stopped_why=stopped_why,
+                  device_spec=device_spec, batch=batch)
     except BaseException as e:  # Ctrl-C as KeyboardInterrupt, profd's own bug: keep what was found
         result.stopped = result.stopped or f"interrupted ({type(e).__name__})"
+        judge.close()
         _finish(store, result, advisors, prog, t0)
         raise
+    judge.close()
     _finish(store, result, advisors, prog, t0)
     return result
 
@@ -347,7 +358,10 @@ def _loop(path: Path, store: Store, result: TuneResult, base: Any, advisors: lis
           should_stop: Callable[[], bool], stopped_why: Callable[[], str], device_spec: Any, batch: int) -> None:
     m0 = result.baseline
     # The figures candidates must beat come from the path they take: the judge's child.
+    t_base = time.time()
     judged = judge.baseline()
+    result.startup["judge_baseline_s"] = round(time.time() - t_base, 3)
+    result.startup.update({f"baseline_{k}": v for k, v in judged.phases.items()})
     if not judged.measurement.correct or judged.measurement.timing is None:
         result.stopped = (f"the original did not pass profd's judge ({judged.measurement.verdict.status.value}: "
                           f"{judged.measurement.verdict.message}); fix it before tuning")
@@ -364,6 +378,52 @@ def _loop(path: Path, store: Store, result: TuneResult, base: Any, advisors: lis
     ctx.cache = store.tune_cache(device, json.dumps(best_timing.shape or {}, sort_keys=True, default=str))
     result.attempts = ctx.history  # the same list: current whenever the loop stops
     prog.update(0, f"baseline {best_timing.median_ms:.4g} ms (±{best_timing.spread_pct:.1f}%)")
+    builds = _Prebuilds(path, original)
+    try:
+        _rounds(path, store, result, advisors, prog, judge, ctx, builds, m0, best_timing, original=original,
+                budget=budget, deadline=deadline, time_budget_s=time_budget_s, should_stop=should_stop,
+                stopped_why=stopped_why, batch=batch)
+    finally:
+        builds.close()
+
+
+class _Prebuilds:
+    """CUDA candidates compile on the CPU cores, a bounded number at a time, while the GPU measures
+    the ones before them: the judge's child then finds its build in the cache (a load_inline
+    extension takes 20-50 s to build on an H200 host; measuring it takes a second)."""
+
+    def __init__(self, path: Path, original: str) -> None:
+        self.path = path
+        self.pool: Any = None
+        try:
+            from advisors.cuda_knobs import needs_cuda
+
+            self.wanted = needs_cuda(original)
+        except Exception:
+            self.wanted = False
+
+    def submit(self, proposals: list[Candidate]) -> None:
+        if not self.wanted or len(proposals) < 2:
+            return  # one candidate builds in its own child just as fast
+        from profd.flow.judge import candidate_file
+        from profd.harness.cuda_build import PreBuilder, child_cache_dir
+
+        if self.pool is None:
+            jobs = max(1, min(8, (os.cpu_count() or 2) - 2))
+            self.pool = PreBuilder(child_cache_dir(), max_jobs=jobs)
+        for cand in proposals[1:]:  # the first is measured (and built by its child) right away
+            self.pool.submit(candidate_file(self.path, cand.id, cand.source))
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=False)
+
+
+def _rounds(path: Path, store: Store, result: TuneResult, advisors: list[Advisor], prog: Progress, judge: Any,
+            ctx: TuneContext, builds: _Prebuilds, m0: Measurement, best_timing: Timing, *, original: str,
+            budget: int, deadline: Optional[float], time_budget_s: Optional[float],
+            should_stop: Callable[[], bool], stopped_why: Callable[[], str], batch: int) -> None:
+    """Propose, judge, keep: until the budget, the clock or the advisors run out."""
     empty_rounds = 0
 
     def out_of_time() -> bool:
@@ -399,6 +459,7 @@ def _loop(path: Path, store: Store, result: TuneResult, base: Any, advisors: lis
                 return
             continue
         empty_rounds = 0
+        builds.submit(proposals)
         for cand in proposals:
             if result.evaluated >= budget:
                 break
@@ -472,7 +533,8 @@ def _evaluate(judge: Any, cand: Candidate, best: Timing, ctx: TuneContext) -> tu
     """The judge's verdict on ``cand`` and what it cost."""
     t = time.time()
     verdict, cause = judge.evaluate(cand, best, ctx)
-    cost = CandidateCost(cand.id, cause, judge_s=time.time() - t, children=judge.children_last)
+    cost = CandidateCost(cand.id, cause, judge_s=time.time() - t, children=judge.children_last,
+                         phases=dict(getattr(judge, "phases_last", {}) or {}))
     return verdict, cost
 
 

@@ -85,6 +85,16 @@ def run(req: dict[str, Any], fd: int) -> None:
     from profd.model import Status
 
     report: dict[str, Any] = {"warnings": [], "calls": []}
+    # Where this child's time goes (the tune loop's costs; the throughput bench reads them).
+    phases: dict[str, float] = {}
+    report["phases"] = phases
+    t_phase = [time.perf_counter()]
+
+    def lap(name: str) -> None:
+        now = time.perf_counter()
+        phases[name] = round(now - t_phase[0], 4)
+        t_phase[0] = now
+
     helper = Child({"force_cpu": req.get("force_cpu"), "target": req["original"]}, Path("unused"))
     torch = helper.setup_backend()
     if os.environ.get("TRITON_INTERPRET") != "1":
@@ -100,6 +110,7 @@ def run(req: dict[str, Any], fd: int) -> None:
     from profd.harness import verify as V
     from profd.harness.target import TargetLoadError, import_file, load_target
 
+    lap("setup")
     report["device"] = helper.device_info(torch).to_dict()
     on_gpu = report["device"]["backend"] != "cpu"
     device = torch.device("cuda") if on_gpu else torch.device("cpu")
@@ -131,6 +142,7 @@ def run(req: dict[str, Any], fd: int) -> None:
         report["error"] = {"status": Status.LOAD_ERROR.value, "message": str(e), "line": e.line}
         channel.send_json(fd, b"R", report)
         return
+    lap("load")
     seed_inputs = lambda shape, seed: V.make_inputs(original, shape, seed, device)  # noqa: E731
     cap = int(req.get("timed_output_cap", 64 << 20))
     try:
@@ -158,10 +170,15 @@ def run(req: dict[str, Any], fd: int) -> None:
             channel.send(fd, b"O", _blob(out))
             channel.send(fd, b"O", _blob(second))
             report["calls"].append({"kind": "verify", "index": k, "launches": launches, "outputs": 2})
+            if k == 0:
+                lap("first_call")  # the compile, mostly
         else:
+            lap("verify")
             _time_bench(req, fd, report, kernel, seed_inputs, original, on_gpu, sync, counter, cap, torch, T)
+            lap("timing")
             if req.get("time_shapes") == "all":
                 report["shape_timings"] = _time_shapes(req, kernel, seed_inputs, original, on_gpu, T)
+                lap("shapes")
     except BaseException as e:
         if isinstance(e, KeyboardInterrupt):
             raise

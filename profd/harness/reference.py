@@ -1,6 +1,6 @@
 """The trusted reference process: the user's original file, and nothing a candidate wrote.
 
-Usage: ``python -m profd.harness.reference ORIGINAL.py [cpu]``; one JSON request per
+Usage: ``python -m profd.harness.reference ORIGINAL.py [cpu] [wait]``; one JSON request per
 line on stdin, one JSON answer per line on stdout. It imports only the user's file
 (``reference``, ``get_inputs``, shapes and tolerances come from there), regenerates
 each call's inputs from the seed the judge chose, computes the reference and compares
@@ -89,7 +89,10 @@ def check(target: Any, req: dict[str, Any], device: Any, native: dict[str, Any])
 
 def main(argv: list[str]) -> int:
     original = Path(argv[0])
-    force_cpu = len(argv) > 1 and argv[1] == "cpu"
+    force_cpu = "cpu" in argv[1:]
+    # "wait": started early (while profd measures the baseline), this process imports what it
+    # needs, then waits for a line on stdin before it touches the GPU's memory.
+    wait = "wait" in argv[1:]
     from profd.harness.child import Child
 
     helper = Child({"force_cpu": force_cpu, "target": str(original)}, Path("unused"))
@@ -108,6 +111,8 @@ def main(argv: list[str]) -> int:
         _answer({"ready": False, "message": str(e)})
         return 1
     device = torch.device("cuda" if on_gpu else "cpu")
+    if wait:
+        sys.stdin.readline()
     from profd.harness.verify import shape_size
 
     # Smallest shape first: a broken candidate fails (or crashes) on the cheapest one.
