@@ -56,8 +56,10 @@ class CudaAdvisor:
                            {"pad": arr.name})
                 except CudaRewriteError:
                     pass
-        tiles = [kn for kn in k.knobs if kn.kind == "define" and "shared" in kn.feeds and "block" in kn.feeds
-                 and isinstance(kn.value, int)]
+        # A tile size that sizes both the block and the shared tile, however it is spelled: a
+        # ``#define TILE 16`` or KernelBench's ``constexpr int TILE_SIZE = 16;``.
+        tiles = [kn for kn in k.knobs if kn.kind in ("define", "constexpr") and kn.where == "cuda"
+                 and "shared" in kn.feeds and "block" in kn.feeds and isinstance(kn.value, int)]
         for launch in k.launches:
             if any(t.kernel in ("", launch.kernel) for t in tiles):
                 continue  # the tile define sets this launch's block: moved below, with the tile
@@ -80,8 +82,8 @@ class CudaAdvisor:
                     new = set_cuda_knob(src, t.name, size, line=t.line)
                 except CudaRewriteError:
                     continue
-                yield new, f"#define {t.name} {t.value} -> {size} at line {t.line} (block and shared tile)", \
-                    {t.name: size}
+                spelled = f"#define {t.name} {t.value}" if t.kind == "define" else f"constexpr {t.name} = {t.value}"
+                yield new, f"{spelled} -> {size} at line {t.line} (block and shared tile)", {t.name: size}
 
 
 def _name(path: str) -> str:

@@ -246,6 +246,9 @@ class DeterministicAdvisor:
                 yield from self._elementwise_presets(src, roles)
         # 3. directed local search around the best
         yield from self._local(ctx, src, knobs, roles, tiled_dot, cls)
+        # 4. the joint space of the kernel's launch knobs, nearest the best first (a pattern search
+        # whose radius grows): the budget is never left unspent while configurations remain.
+        yield from self._space(ctx, src, knobs, roles, tiled_dot, cls)
 
     def _kernel(self, knobs: Knobs) -> str:
         """The kernel to tune: the one that ran (or the first launched) when there are several."""
@@ -376,6 +379,7 @@ class DeterministicAdvisor:
         # block/tile/group sizes, warps, stages and program counts are searched.
         rest = sorted((k for k in knobs._for_kernel(self._kernel(knobs))
                        if id(k) not in named and id(k) not in fixed and _tunable(k) and _cur(k) is not None
+                       and _sizeish(k)
                        and (k.kind in ("num_warps", "num_stages", "launch") or k.param in ("num_warps", "num_stages")
                             or _BLOCKISH.search(k.param or k.name)
                             or _BLOCKISH.search(k.name))),
@@ -423,6 +427,74 @@ class DeterministicAdvisor:
                                    f"{b.name} and num_warps together x{wf:g}: keep work per thread constant")
                     if c:
                         yield c
+
+
+    def _axes(self, knobs: Knobs, r: _Roles, tiled_dot: bool, cls: str) -> list[tuple[Knob, list[int], str]]:
+        """(knob, values, scale) for each searched axis of the kernel being tuned; scale is "log2"
+        (sizes, warps) or "linear" (stages), for the distance between configurations."""
+        kernel = self._kernel(knobs)
+        axes: list[tuple[Knob, list[int], str]] = []
+        fixed = set()
+        if cls == "rowwise":
+            fixed |= {id(k) for k in (r.block, r.bn) if k is not None}  # the block covers the row
+        sizes = [k for k in (r.bm, r.bn, r.bk) if k is not None] if tiled_dot else \
+            [k for k in knobs._for_kernel(kernel) if _tunable(k) and k.kind in ("constexpr", "block")
+             and _POW2.search(k.param or k.name) and _int(_cur(k)) and id(k) not in fixed
+             and k not in (r.warps, r.stages, r.group)]
+        for k in sizes[:3]:
+            v = _cur(k) or 0
+            if v > _MAX_BLOCK_1D or v & (v - 1):
+                continue  # not a power-of-two size (a buffer bound, an element count)
+            lo, hi = (16, _MAX_TILE) if tiled_dot else (1, _MAX_BLOCK_1D)
+            vals = [x for x in (v >> 3, v >> 2, v >> 1, v, v << 1, v << 2, v << 3) if lo <= x <= hi]
+            axes.append((k, sorted(set(vals)), "log2"))
+        if r.warps is not None and _cur(r.warps):
+            axes.append((r.warps, list(_WARPS if not tiled_dot else (2, 4, 8)), "log2"))
+        if r.stages is not None and _cur(r.stages) and (knobs.has_loop(kernel) or r.stages.site != "absent"):
+            axes.append((r.stages, [1, 2, 3, 4, 5] if not tiled_dot else [2, 3, 4, 5], "linear"))
+        return axes
+
+    def _space(self, ctx: TuneContext, src: str, knobs: Knobs, r: _Roles, tiled_dot: bool,
+               cls: str) -> Iterable[Candidate]:
+        axes = self._axes(knobs, r, tiled_dot, cls)
+        if not axes or any(k.site == "autotune" for k, _, _ in axes):
+            return  # an autotuned kernel's own list is searched by the local moves above
+        cur = [_cur(k) for k, _, _ in axes]
+
+        def dist(combo: tuple[int, ...]) -> float:
+            d = 0.0
+            for (k, _, scale), v, c in zip(axes, combo, cur):
+                if scale == "log2":
+                    d += abs((v.bit_length() - 1) - ((c or 1).bit_length() - 1))
+                else:
+                    d += abs(v - (c or 0))
+            return d
+
+        combos = [c for c in itertools.product(*[vals for _, vals, _ in axes]) if list(c) != cur]
+        combos.sort(key=lambda c: (dist(c), c))
+        idx = {id(k): i for i, (k, _, _) in enumerate(axes)}
+        for combo in combos:
+            if tiled_dot:
+                get = lambda role, dflt: combo[idx[id(role)]] if role is not None and id(role) in idx else dflt  # noqa: E731
+                if not self._fits(ctx, get(r.bm, 64), get(r.bn, 64), get(r.bk, 32), get(r.stages, 2), get(r.warps, 4)):
+                    continue
+            elif cls == "elementwise" and r.warps is not None and id(r.warps) in idx and r.block is not None \
+                    and id(r.block) in idx and combo[idx[id(r.block)]] < 32 * combo[idx[id(r.warps)]]:
+                continue  # fewer elements than threads: idle lanes, never faster
+            setting = [(k, v) for (k, _, _), v in zip(axes, combo)]
+            c = self._make(src, setting, "pattern search around the best: "
+                           + ", ".join(f"{k.name} {cv} -> {v}" for (k, _, _), v, cv in zip(axes, combo, cur) if v != cv))
+            if c:
+                yield c
+
+
+def _sizeish(k: Knob) -> bool:
+    """A value a launch knob can take: warps and stages, or a power-of-two size a block can be
+    (not a buffer bound like unsloth's ``INT32_SAFETY_BUFFER = 2**31 - ...``)."""
+    if k.kind in ("num_warps", "num_stages") or k.param in ("num_warps", "num_stages"):
+        return True
+    v = _cur(k)
+    return v is None or (0 < v <= _MAX_BLOCK_1D and not v & (v - 1))
 
 
 def _where(setting: list[tuple[Knob, Any]]) -> str:
