@@ -90,7 +90,16 @@ def run_tune(path: Path, budget: int, work: Path, quick: bool, timeout_s: float)
                failed=[(a.get("candidate", {}).get("rationale", "")[:120], a.get("status"),
                         (a.get("verdict", {}).get("reason") or "")[:200])
                        for a in attempts if (a.get("status") or "") not in ("", "correct")],
-               configs=data.get("triton_configs") or data.get("best_configs"))
+               configs=data.get("triton_configs") or data.get("best_configs"),
+               startup=data.get("startup"), profd_wall_s=data.get("wall_s"))
+    # Where the candidates' time went, summed over them (the judge's children: spawn, compile, checks).
+    phases: dict[str, float] = {}
+    for a in attempts:
+        for k, v in ((a.get("cost") or {}).get("phases") or {}).items():
+            phases[k] = round(phases.get(k, 0.0) + float(v), 3)
+    rec["candidate_phases_s"] = phases
+    rec["candidate_s"] = [round(((a.get("cost") or {}).get("screen_s") or 0) + ((a.get("cost") or {}).get("judge_s")
+                                                                                or 0), 2) for a in attempts]
     if data.get("evaluated"):
         rec["candidates_per_min"] = round(60.0 * data["evaluated"] / wall, 1)
     if data.get("best_candidate"):
@@ -121,7 +130,7 @@ def warm(files: list[Path], base: Path, args: argparse.Namespace, work: Path, na
     if args.quick or not files:
         return
     chunks = [files[i::args.jobs] for i in range(args.jobs)]
-    wargs = argparse.Namespace(**{**vars(args), "rep_ms": 1, "warmup_ms": 1, "verbose": False})
+    wargs = argparse.Namespace(**{**vars(args), "rep_ms": 1, "warmup_ms": 1, "verbose": False, "compile_only": True})
 
     def one(i: int, chunk: list[Path]) -> None:
         d = work / f"warm{i}"
@@ -133,7 +142,20 @@ def warm(files: list[Path], base: Path, args: argparse.Namespace, work: Path, na
         list(pool.map(lambda ic: one(*ic), [(i, c) for i, c in enumerate(chunks) if c]))
 
 
-def run_target(name: str, path: Path, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+def prepare_grid(name: str, path: Path, args: argparse.Namespace, gdir: Path) -> tuple[list[Path], list[dict[str, Any]]]:
+    """Write every grid point of ``name`` into ``gdir``: (files, timing todo without as-written/tuned)."""
+    gdir.mkdir(parents=True, exist_ok=True)
+    files, todo = [], []
+    for i, (knobs, src) in enumerate(grid_points(name, path, args.quick)):
+        f = gdir / f"{name}__g{i:03d}.py"
+        f.write_text(src)
+        files.append(f)
+        todo.append({"id": i, "knobs": knobs, "path": str(f)})
+    return files, todo
+
+
+def run_target(name: str, path: Path, args: argparse.Namespace, work: Path, gdir: Path, todo_grid: list[dict[str, Any]],
+               warmed: Optional["cf.Future[float]"] = None) -> dict[str, Any]:
     budget = args.budget_big if name in BIG else args.budget
     res: dict[str, Any] = {"name": name, "file": str(path), "budget": budget,
                            "kind": "corpus" if name in [t.name for t in corpus.TARGETS] else "example"}
@@ -142,27 +164,21 @@ def run_target(name: str, path: Path, args: argparse.Namespace, work: Path) -> d
     else:
         res["control"] = False
     res["tune"] = run_tune(path, budget, work / "tune", args.quick, args.tune_timeout)
-    pts = grid_points(name, path, args.quick)
-    gdir = work / "grid"
-    gdir.mkdir(exist_ok=True)
     todo = [{"id": "as_written", "knobs": None, "path": str(path)}]
     tuned = res["tune"].get("tuned_file")
     if tuned:
         todo.append({"id": "tuned", "knobs": None, "path": tuned})
-    files = []
-    for i, (knobs, src) in enumerate(pts):
-        f = gdir / f"{name}__g{i:03d}.py"
-        f.write_text(src)
-        files.append(f)
-        todo.append({"id": i, "knobs": knobs, "path": str(f)})
-    os.environ["TRITON_CACHE_DIR"] = str(work / "grid-cache")
+    todo += todo_grid
     t0 = time.time()
-    warm(files, path, args, work, name)
-    res["grid_warm_s"] = round(time.time() - t0, 1)
+    if warmed is not None:
+        res["grid_warm_s"] = round(warmed.result(), 1)  # compiled in the background during earlier tunes
+    res["grid_wait_s"] = round(time.time() - t0, 1)
     done = G.run_files(path, todo, args, gdir, name, res)
     res["grid_time_s"] = round(time.time() - t0, 1)
     pts_ok = [done[v["id"]] for v in todo[2 if tuned else 1:] if done[v["id"]].get("ok") and done[v["id"]].get("ms")]
-    res["n_grid"], res["n_grid_ok"] = len(pts), len(pts_ok)
+    res["n_grid"], res["n_grid_ok"] = len(todo_grid), len(pts_ok)
+    res["grid_points"] = [{k: (done[v["id"]].get(k) if k != "error" else (done[v["id"]].get(k) or "")[:200] or None)
+                           for k in ("knobs", "ok", "ms", "wall_s", "error")} for v in todo if v["id"] in done]
     aw = done["as_written"].get("ms")
     tu = done["tuned"].get("ms") if tuned else None
     if tuned and not done["tuned"].get("ok"):
@@ -236,26 +252,45 @@ def main(argv: Optional[list[str]] = None) -> int:
     base = out / f"tune_vs_grid-{stamp}-{devname}{args.tag}"
     results: list[dict[str, Any]] = []
     t0 = time.time()
+    root = Path(tempfile.mkdtemp(prefix="tvg-"))
+    # One Triton cache for every grid, filled by a pool of processes in the background while the
+    # tunes run (they use the GPU and a few cores; each tune has its own fresh cache), so that
+    # a target's grid is compiled by the time its tune ends.
+    os.environ["TRITON_CACHE_DIR"] = str(root / "grid-cache")
+    grids = {}
+    for name, path in targets:
+        grids[name] = prepare_grid(name, path.resolve(), args, root / name / "grid")
+    background = cf.ThreadPoolExecutor(1, thread_name_prefix="grid-warm")
+
+    def warm_one(name: str, path: Path) -> float:
+        w0 = time.time()
+        warm(grids[name][0], path.resolve(), args, root / name, name)
+        return time.time() - w0
+
+    futures = {name: background.submit(warm_one, name, path) for name, path in targets}
     for name, path in targets:
         if args.max_seconds is not None and time.time() - t0 > args.max_seconds:
             results.append({"name": name, "kind": "-", "skipped": "time budget of the call used up",
                             "tune": {"stopped": "not run: out of time"}})
+            futures[name].cancel()
             continue
-        with tempfile.TemporaryDirectory(prefix=f"tvg-{name}-") as work:
-            print(f"== {name} ({time.time() - t0:.0f} s)", flush=True)
-            try:
-                r = run_target(name, path.resolve(), args, Path(work))
-            except Exception as e:  # noqa: BLE001 - one target's failure is a result
-                r = {"name": name, "kind": "-", "error": f"{type(e).__name__}: {e}", "tune": {}}
-            results.append(r)
-            print(f"   tuned/grid {r.get('tuned_over_grid')} ; evaluated {r['tune'].get('evaluated')} in "
-                  f"{r['tune'].get('wall_s')} s ; claimed {r['tune'].get('claimed_speedup')} ; "
-                  f"inconsistent {r['tune'].get('inconsistent')} {r.get('error') or r['tune'].get('error') or ''}",
-                  flush=True)
+        print(f"== {name} ({time.time() - t0:.0f} s)", flush=True)
+        try:
+            r = run_target(name, path.resolve(), args, root / name, root / name / "grid", grids[name][1],
+                           futures[name])
+        except Exception as e:  # noqa: BLE001 - one target's failure is a result
+            r = {"name": name, "kind": "-", "error": f"{type(e).__name__}: {e}", "tune": {}}
+        results.append(r)
+        print(f"   tuned/grid {r.get('tuned_over_grid')} ; evaluated {r['tune'].get('evaluated')} in "
+              f"{r['tune'].get('wall_s')} s ; claimed {r['tune'].get('claimed_speedup')} ; "
+              f"inconsistent {r['tune'].get('inconsistent')} {r.get('error') or r['tune'].get('error') or ''}",
+              flush=True)
         doc = {"question": "tune_vs_grid", "date": stamp, "device": dev, "quick": args.quick,
                "commit": os.environ.get("BENCH_GIT_COMMIT", ""), "results": results}
         base.with_suffix(".json").write_text(json.dumps(doc, indent=1, default=str))
         base.with_suffix(".md").write_text(f"# tune vs grid, {stamp}, {dev.get('gpu') or 'cpu'}\n\n{table(results)}\n")
+    background.shutdown(wait=False, cancel_futures=True)
+    shutil.rmtree(root, ignore_errors=True)
     print(table(results))
     return 0
 
