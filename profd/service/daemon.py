@@ -7,7 +7,7 @@ worker, or started cold), and the GPU is only ever looked at through NVML.
 
 Jobs run on an executor (``profd.service.executors``): one slot per GPU, each slot a thread
 with its own runner and Store connection. The main loop only hands queued jobs to
-free slots (``JobQueue.claim(worker=slot.id)``) and keeps ``daemon.json`` current.
+free slots (``JobQueue.claim(slot=slot.id)``) and keeps ``daemon.json`` current.
 """
 
 from __future__ import annotations
@@ -358,8 +358,8 @@ class Daemon:
                 self._retry_outbox()
             changed = False
             for slot in ex.free_slots():
-                # claim() is one transaction: the job is this slot's, recorded in jobs.worker.
-                job = queue.claim(worker=slot.id)
+                # claim() is one transaction: the job is this slot's, recorded in jobs.worker (the slot id).
+                job = queue.claim(slot=slot.id)
                 if job is None:
                     break
                 ex.submit(job, slot)
