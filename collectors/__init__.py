@@ -128,12 +128,6 @@ def supported_formats() -> list[str]:
     return [f for c in _discover() for f in c.formats]
 
 
-def __getattr__(name: str) -> Any:
-    if name == "SUPPORTED_FORMATS":  # the old constant, now read from the registry
-        return tuple(supported_formats())
-    raise AttributeError(name)
-
-
 def load_capture(path: Path, **kw: Any) -> Any:
     """Parse a profiler capture a user brings and return a ``CounterTable``.
 

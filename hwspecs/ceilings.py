@@ -233,6 +233,3 @@ def ceilings_for(
             return fallback
     return datasheet_ceilings(spec)
 
-
-#: The old name, still imported by profd/cli.py; remove once that caller says ceilings_for.
-ceilings = ceilings_for

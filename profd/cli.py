@@ -138,7 +138,8 @@ def _config(args: argparse.Namespace) -> Any:
 
 
 def _run_daemon(args: argparse.Namespace, cfg: Any, service: bool) -> int:
-    from profd.service.daemon import AlreadyRunning, Daemon, setup_logging
+    from profd.service.daemon import Daemon
+    from profd.service.systemd import AlreadyRunning, setup_logging
 
     setup_logging(service=service, verbose=getattr(args, "verbose", False))
     try:
@@ -177,9 +178,9 @@ def cmd_daemon(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from profd.service.status import collect, render
+    from profd.service.status import gather_status, render
 
-    data = collect()
+    data = gather_status()
     _emit(args, data, render(data))
     return EXIT_OK
 
@@ -196,7 +197,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
     from profd.flow.profile import Cancelled
     from profd.flow.tune import Progress, build_advisors, local_device, open_runner, summary, tune
-    from profd.service.status import collect
+    from profd.service.status import gather_status
     from profd.store import Store
 
     path = _target_file(args.file)
@@ -229,13 +230,13 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
     old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        daemon = collect()
+        daemon = gather_status()
         if daemon["running"]:
             prog.say(f"a profd daemon (pid {daemon['daemon'].get('pid')}) is running: its jobs and this session "
                      f"take turns on {dev.name}, one measurement at a time")
         has_gpu = False
         if args.counters:  # only the counter pass needs to know (the probe may start a process)
-            from profd.service.daemon import gpu_summary
+            from profd.gpu import gpu_summary
 
             has_gpu, _ = gpu_summary()
         prog.say(f"tuning {path.name} on {dev.name} with a warm worker (budget {args.budget}"
@@ -282,7 +283,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 def cmd_specs(args: argparse.Namespace) -> int:
     import hwspecs
-    from hwspecs.ceilings import ceilings, measure_ceilings
+    from hwspecs.ceilings import ceilings_for, measure_ceilings
 
     spec = _device_spec(args.device) if args.device else None
     detected = None if args.device and not args.measure else hwspecs.detect()
@@ -303,7 +304,7 @@ def cmd_specs(args: argparse.Namespace) -> int:
 
             ceil = measure_ceilings(spec, state_dir())  # cached: every later report uses them
         else:
-            ceil = ceilings(spec)
+            ceil = ceilings_for(spec)
     _emit(args, hwspecs.specs_json(detected, ceil, spec=spec), hwspecs.describe(detected, ceil, spec=spec))
     return EXIT_OK
 
@@ -338,11 +339,11 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_nightly(args: argparse.Namespace) -> int:
-    from profd.service.daemon import gpu_summary
+    from profd.gpu import gpu_summary
     from profd.service.jobqueue import JobQueue
     from profd.model import JobKind
     from profd.flow.nightly import run_inline, targets_of
-    from profd.service.status import collect
+    from profd.service.status import gather_status
     from profd.store import Store
 
     cfg = _config(args)
@@ -356,7 +357,7 @@ def cmd_nightly(args: argparse.Namespace) -> int:
         targets = targets_of(cfg, store)
         if not targets:
             raise UserError("no targets: set [watch] dirs in the config, pass directories, or profile a file first.")
-        if collect()["running"] and not args.inline:
+        if gather_status()["running"] and not args.inline:
             from profd.flow.nightly import retry_mail
 
             kept = retry_mail(cfg)  # the start of a nightly is a retry point, daemon or not

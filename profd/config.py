@@ -144,7 +144,7 @@ def _schema_class(section: str) -> type:
     if section in _TYPED:
         return {"watch": WatchConfig, "run": RunConfig, "nightly": NightlyConfig}[section]
     if section == "llm":
-        from advisors.rewriters.llm_config import LLMConfig
+        from advisors.rewriters.llm.config import LLMConfig
 
         return LLMConfig
     if section == "mail":

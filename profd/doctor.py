@@ -97,7 +97,7 @@ def check_llm(cfg: Config) -> Check:
     if not cfg.llm.get("base_url"):
         return Check("llm", True, "not configured: the deterministic advisor works without one", skipped=True)
     try:
-        from advisors.rewriters.llm import LLMConfig
+        from advisors.rewriters.llm.config import LLMConfig
         from openai import OpenAI
 
         lc = LLMConfig.from_mapping(cfg.llm)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-from profd.model import Measurement
+from profd.model import Job, JobKind, JobState, Measurement
 from profd.paths import state_dir
 
 SCHEMA = """
@@ -259,6 +259,104 @@ class Store:
                                 (str(path),)).fetchone()
         return r[0] if r else None
 
+    # ------------------------------------------------------------------ jobs (profd.service.jobqueue)
+
+    def _rollback(self) -> None:
+        # After SQLITE_FULL, SQLite may already have rolled back: don't mask the real error.
+        try:
+            self.db.execute("ROLLBACK")
+        except sqlite3.OperationalError:
+            pass
+
+    def enqueue_job(self, path: str, kind: JobKind, priority: int, content_hash: str) -> tuple[int, bool]:
+        """One transaction: a queued job of ``kind`` for ``path`` absorbs the request (its hash is updated, its
+        priority raised), else a new job is queued. Returns (job id, created)."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            row = self.db.execute("SELECT * FROM jobs WHERE path=? AND kind=? AND state='queued' ORDER BY id LIMIT 1",
+                                  (path, kind.value)).fetchone()
+            if row is not None:
+                self.db.execute("UPDATE jobs SET content_hash=?, saves=saves+1, priority=MIN(priority, ?) WHERE id=?",
+                                (content_hash or row["content_hash"], priority, row["id"]))
+                job_id, created = row["id"], False
+            else:
+                cur = self.db.execute(
+                    "INSERT INTO jobs (path, kind, priority, state, content_hash, created_at) VALUES (?,?,?,?,?,?)",
+                    (path, kind.value, priority, JobState.QUEUED.value, content_hash, time.time()))
+                job_id, created = cur.lastrowid, True
+            self.db.execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
+        return int(job_id), created
+
+    def job(self, job_id: int) -> Optional[Job]:
+        """The job with this id, or None."""
+        row = self.db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
+        return _job(row) if row else None
+
+    def claim_job(self, slot: str) -> Optional[Job]:
+        """One transaction: the most urgent queued job, marked running on ``slot`` (None when none is queued).
+        Errors (a full disk) roll back and propagate."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            row = self.db.execute("SELECT * FROM jobs WHERE state='queued' ORDER BY priority, id LIMIT 1").fetchone()
+            if row is None:
+                self.db.execute("COMMIT")
+                return None
+            # The column is called worker for older databases; it holds the slot id.
+            self.db.execute("UPDATE jobs SET state='running', started_at=?, attempts=attempts+1, worker=? WHERE id=?",
+                            (time.time(), slot, row["id"]))
+            self.db.execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
+        return self.job(row["id"])
+
+    def finish_job(self, job_id: int, state: JobState, error: str = "") -> None:
+        """A job ended (done or failed), with why when it is worth saying."""
+        self.db.execute("UPDATE jobs SET state=?, finished_at=?, error=? WHERE id=?",
+                        (state.value, time.time(), error, job_id))
+
+    def requeue_job(self, job_id: int, reason: str = "") -> None:
+        """A running job goes back to the queue; the interrupted try does not count as an attempt."""
+        self.db.execute("UPDATE jobs SET state='queued', started_at=NULL, attempts=MAX(attempts-1, 0), error=? "
+                        "WHERE id=?", (reason, job_id))
+
+    def recover_jobs(self, max_attempts: int) -> list[Job]:
+        """Jobs a dead daemon left running: back to the queue (returned), or failed after ``max_attempts``."""
+        rows = self.db.execute("SELECT * FROM jobs WHERE state='running'").fetchall()
+        out = []
+        for r in rows:
+            if r["attempts"] >= max_attempts:
+                self.db.execute("UPDATE jobs SET state='failed', finished_at=?, error=? WHERE id=?",
+                                (time.time(), f"interrupted {r['attempts']} times; giving up", r["id"]))
+            else:
+                self.db.execute("UPDATE jobs SET state='queued', started_at=NULL, error='interrupted; re-run' "
+                                "WHERE id=?", (r["id"],))
+                out.append(_job(r))
+        return out
+
+    def open_jobs(self) -> list[Job]:
+        """Queued and running jobs, running first, then most urgent."""
+        rows = self.db.execute("SELECT * FROM jobs WHERE state IN ('queued','running') "
+                               "ORDER BY state='running' DESC, priority, id").fetchall()
+        return [_job(r) for r in rows]
+
+    def job_queued_before(self, priority: int) -> bool:
+        """Is a job more urgent than ``priority`` (a lower number) queued?"""
+        return self.db.execute("SELECT 1 FROM jobs WHERE state='queued' AND priority < ? LIMIT 1",
+                               (priority,)).fetchone() is not None
+
+    def recent_jobs(self, limit: int = 20) -> list[Job]:
+        """The ``limit`` latest jobs, newest first."""
+        rows = self.db.execute("SELECT * FROM jobs ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+        return [_job(r) for r in rows]
+
+    def job_counts(self) -> dict[str, int]:
+        """Jobs per state."""
+        return {r[0]: r[1] for r in self.db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state")}
+
     def job_slots(self, recent: int = 10) -> dict[int, str]:
         """Job id -> the executor slot that claimed it, for open jobs and the ``recent`` latest."""
         return {r[0]: r[1] for r in self.db.execute(
@@ -304,6 +402,31 @@ class Store:
         """A session's row as a dict (None if unknown)."""
         row = self.db.execute("SELECT * FROM tune_sessions WHERE id=?", (session_id,)).fetchone()
         return dict(row) if row else None
+
+    def kept_session(self, target: Path | str, session_id: Optional[int] = None) -> Optional[dict[str, Any]]:
+        """The latest (or the given) tuning session of ``target`` that kept a candidate, as a dict."""
+        q = ("SELECT * FROM tune_sessions WHERE target=? AND best_candidate IS NOT NULL "
+             + ("AND id=? " if session_id else "") + "ORDER BY id DESC LIMIT 1")
+        row = self.db.execute(q, (str(target), session_id) if session_id else (str(target),)).fetchone()
+        return dict(row) if row else None
+
+    def accepted_candidate(self, session_id: int, candidate_id: str) -> Optional[dict[str, Any]]:
+        """The row of an accepted candidate of a session, as a dict (None if it was not accepted)."""
+        row = self.db.execute("SELECT * FROM candidates WHERE session_id=? AND candidate_id=? AND accepted=1",
+                              (session_id, candidate_id)).fetchone()
+        return dict(row) if row else None
+
+    def first_run_since(self, target: Path | str, device: Optional[str], since: float) -> Optional[RunRecord]:
+        """The first run of ``target`` on ``device`` that started at or after ``since``."""
+        row = self.db.execute(f"SELECT {_RUN_COLS} FROM runs WHERE target=? AND device IS ? AND started_at >= ? "
+                              "ORDER BY started_at LIMIT 1", (str(target), device, since)).fetchone()
+        return _record(row) if row else None
+
+
+def _job(r: sqlite3.Row) -> Job:
+    return Job(id=r["id"], path=r["path"], kind=JobKind(r["kind"]), priority=r["priority"], state=JobState(r["state"]),
+               content_hash=r["content_hash"], created_at=r["created_at"], started_at=r["started_at"],
+               finished_at=r["finished_at"], attempts=r["attempts"], error=r["error"])
 
 
 def _record(r: sqlite3.Row) -> RunRecord:

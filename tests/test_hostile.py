@@ -132,7 +132,8 @@ def test_hostile_candidates_through_a_plain_advisor(env: dict[str, Any]) -> None
 
 
 def test_hostile_candidates_through_the_llm_advisor(env: dict[str, Any]) -> None:
-    from advisors.rewriters.llm import LLMAdvisor, LLMConfig
+    from advisors.rewriters.llm.advisor import LLMAdvisor
+    from advisors.rewriters.llm.config import LLMConfig
     from profd.flow.tune import tune
 
     script = ["Here it is (\ud800 invalid text):\n```python\n" + ATTACKS[0][2] + "\n```"]

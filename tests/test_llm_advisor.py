@@ -13,7 +13,10 @@ import time
 import pytest
 
 from advisors.base import Attempt, TuneContext, source_digest
-from advisors.rewriters.llm import LLMAdvisor, LLMConfig, LLMConfigError, contract_violations, extract_code_blocks
+from advisors.contract import contract_violations
+from advisors.rewriters.llm.advisor import LLMAdvisor
+from advisors.rewriters.llm.config import LLMConfig, LLMConfigError
+from advisors.rewriters.llm.reply import extract_code_blocks
 from profd.model import Candidate, CandidateVerdict, Evidence, Finding, Lever, Severity
 
 try:

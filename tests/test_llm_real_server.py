@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from advisors.rewriters.llm import LLMAdvisor, LLMConfig
+from advisors.rewriters.llm.advisor import LLMAdvisor
+from advisors.rewriters.llm.config import LLMConfig
 
 try:
     from support import free_port

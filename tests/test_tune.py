@@ -199,7 +199,8 @@ def fenced(src: str, why: str) -> str:
 
 def test_tune_with_the_llm_advisor_over_http(tmp_path: Path, store: Store, warm: WarmWorker,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    from advisors.rewriters.llm import LLMAdvisor, LLMConfig
+    from advisors.rewriters.llm.advisor import LLMAdvisor
+    from advisors.rewriters.llm.config import LLMConfig
 
     target = tmp_path / "add.py"
     target.write_text(TINY_BLOCK)

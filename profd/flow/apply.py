@@ -67,14 +67,11 @@ def _require_confirmed(source_path: Path, source: str, cand_id: str) -> None:
 def apply_best(path: Path, store: Store, *, force: bool = False, session_id: Optional[int] = None) -> Applied:
     """Write the best candidate of the latest (or given) tuning session into ``path``."""
     path = Path(path).resolve()
-    q = ("SELECT * FROM tune_sessions WHERE target=? AND best_candidate IS NOT NULL "
-         + ("AND id=? " if session_id else "") + "ORDER BY id DESC LIMIT 1")
-    row = store.db.execute(q, (str(path), session_id) if session_id else (str(path),)).fetchone()
+    row = store.kept_session(path, session_id)
     if row is None:
         raise ApplyError(f"no tuning session of {path.name} kept a candidate. Run `profd tune {path}` first; "
                          "only candidates that were correct and faster beyond noise can be applied.")
-    cand = store.db.execute("SELECT * FROM candidates WHERE session_id=? AND candidate_id=? AND accepted=1",
-                            (row["id"], row["best_candidate"])).fetchone()
+    cand = store.accepted_candidate(row["id"], row["best_candidate"])
     if cand is None or not Path(cand["source_path"]).exists():
         raise ApplyError(f"the kept candidate {row['best_candidate']} of session {row['id']} is missing from the "
                          "state directory; run `profd tune` again.")
@@ -96,10 +93,9 @@ def apply_best(path: Path, store: Store, *, force: bool = False, session_id: Opt
     shutil.copymode(path, tmp)
     os.replace(tmp, path)
     # The session's baseline is the first run of the target once the session started.
-    base = store.db.execute("SELECT representative FROM runs WHERE target=? AND device IS ? AND started_at >= ? "
-                            "ORDER BY started_at LIMIT 1", (str(path), row["device"], row["started_at"])).fetchone()
+    base = store.first_run_since(path, row["device"], row["started_at"])
     note = ""
-    if base is not None and base["representative"] == 0:
+    if base is not None and not base.representative:
         from profd.flow.tune import INTERPRETER_SPEEDUP_NOTE
 
         note = INTERPRETER_SPEEDUP_NOTE

@@ -4,7 +4,7 @@ Per target: re-verify and re-time the current source; re-measure the best
 candidate kept by the last tuning session (a driver, CUDA, Triton or code change
 can make yesterday's winner wrong or slow: that drift is reported); then tune
 with the nightly budget. With a daemon running, ``profd nightly`` queues one
-low-priority NIGHTLY job per target (saves pre-empt them) and the worker writes
+low-priority NIGHTLY job per target (saves pre-empt them) and the daemon writes
 the report when the last one finishes; without a daemon it all runs inline.
 """
 
@@ -341,39 +341,44 @@ def pending_dir() -> Path:
     return artifacts_dir("nightly-pending")
 
 
-def nightly_job(worker: Any, job: Any, path: Path) -> None:
+from typing import TYPE_CHECKING  # noqa: E402
+
+if TYPE_CHECKING:  # the daemon builds a job's context; the flow itself never imports the daemon
+    from profd.model import Job
+    from profd.service.context import JobContext
+
+
+def nightly_job(ctx: JobContext, job: Job) -> None:
     """A NIGHTLY job: one target's pass; the last one assembles and delivers the report."""
     import json
 
     from profd.model import JobKind, JobState
 
-    d = worker.daemon
-    stop = lambda: d.stop_requested.is_set() or worker.queue.urgent_waiting(job.priority)  # noqa: E731
-    night = night_for(path, worker.store, d.cfg, has_gpu=worker.has_gpu, runner=d.runner, should_stop=stop,
-                      say=d.say)
+    path = Path(job.path)
+    night = night_for(path, ctx.store, ctx.config, has_gpu=ctx.has_gpu, runner=ctx.runner,
+                      should_stop=lambda: ctx.should_yield(job), say=ctx.say)
     key = f"{job.id:08d}-{path.stem}.json"
     write_private(pending_dir() / key,
                   json.dumps({"path": str(path), "summary": night.summary.to_dict(), "notes": night.notes}))
-    worker.queue.finish(job, JobState.DONE)
-    d.say(f"nightly: {path.name} done")
+    ctx.queue.finish(job, JobState.DONE)
+    ctx.say(f"nightly: {path.name} done")
     with _REPORT_LOCK:
-        others = [j for j in worker.queue.pending() if j.kind == JobKind.NIGHTLY and j.id != job.id]
+        others = [j for j in ctx.queue.pending() if j.kind == JobKind.NIGHTLY and j.id != job.id]
         files = sorted(pending_dir().glob("*.json"))
         if others or not files:  # not the last, or another slot's job already reported
             return
-        _report_pending(worker, files)
+        _report_pending(ctx, files)
 
 
-def _report_pending(worker: Any, files: list[Path]) -> None:
+def _report_pending(ctx: JobContext, files: list[Path]) -> None:
     import json
 
-    d = worker.daemon
     nights = []
     for f in files:
         data = json.loads(f.read_text())
         nights.append(TargetNight(Path(data["path"]), TargetSummary.from_dict(data["summary"]), data["notes"]))
-    rep = assemble(nights, worker.store, has_gpu=worker.has_gpu)
-    where, note = deliver(rep, d.cfg)
+    rep = assemble(nights, ctx.store, has_gpu=ctx.has_gpu)
+    where, note = deliver(rep, ctx.config)
     for f in files:
         f.unlink()
-    d.say(f"nightly report: {where} ({note})")
+    ctx.say(f"nightly report: {where} ({note})")

@@ -624,23 +624,29 @@ def open_runner(dev: TuneDevice, *, should_abort: Callable[[], bool],
 # --------------------------------------------------------------------------- daemon job
 
 
-def tune_job(worker: Any, job: Any, path: Path) -> None:
+from typing import TYPE_CHECKING  # noqa: E402
+
+if TYPE_CHECKING:  # the daemon builds a job's context; the flow itself never imports the daemon
+    from profd.model import Job
+    from profd.service.context import JobContext
+
+
+def tune_job(ctx: JobContext, job: Job) -> None:
     """A TUNE job from the queue: tune with the configured budget, yield to saves."""
     from profd.model import JobState
 
-    d = worker.daemon
-    cfg = d.cfg
+    path = Path(job.path)
+    cfg = ctx.config
     budget = cfg.run.auto_tune_budget or cfg.run.tune_budget
-    res = tune(path, worker.store, budget=budget, advisors=build_advisors(cfg), runner=d.runner, warm=d.runner,
-               counters=cfg.run.counters and worker.has_gpu, force_cpu=cfg.run.force_cpu,
-               timeout_s=cfg.run.timeout_s, kind=job.kind.value,
-               should_stop=lambda: d.stop_requested.is_set() or worker.queue.urgent_waiting(job.priority))
+    res = tune(path, ctx.store, budget=budget, advisors=build_advisors(cfg), runner=ctx.runner, warm=ctx.runner,
+               counters=cfg.run.counters and ctx.has_gpu, force_cpu=cfg.run.force_cpu,
+               timeout_s=cfg.run.timeout_s, kind=job.kind.value, should_stop=lambda: ctx.should_yield(job))
     if res.stopped.startswith("pre-empted"):
-        worker.queue.requeue(job, "pre-empted by a save; will resume")
-        d.say(f"tuning {path.name} paused for a save ({res.evaluated} candidates tried)")
+        ctx.queue.requeue(job, "pre-empted by a save; will resume")
+        ctx.say(f"tuning {path.name} paused for a save ({res.evaluated} candidates tried)")
         return
-    worker.queue.finish(job, JobState.DONE, res.stopped)
-    d.say(summary(res))
+    ctx.queue.finish(job, JobState.DONE, res.stopped)
+    ctx.say(summary(res))
 
 
 def build_advisors(cfg: Any) -> list[Advisor]:

@@ -7,7 +7,7 @@ worker, or started cold), and the GPU is only ever looked at through NVML.
 
 Jobs run on an executor (``profd.service.executors``): one slot per GPU, each slot a thread
 with its own runner and Store connection. The main loop only hands queued jobs to
-free slots (``JobQueue.claim(worker=slot.id)``) and keeps ``daemon.json`` current.
+free slots (``JobQueue.claim(slot=slot.id)``) and keeps ``daemon.json`` current.
 """
 
 from __future__ import annotations
@@ -31,11 +31,9 @@ from profd.service.jobqueue import JobQueue
 from profd.model import Job, JobKind, JobState
 from profd.paths import state_dir, write_private
 from profd.store import Store
-from profd.service.systemd import AlreadyRunning, JournalFormatter, acquire_lock, sd_notify, setup_logging
+from profd.service.context import JobContext
+from profd.service.systemd import acquire_lock, sd_notify
 from profd.service.watcher import Watcher
-
-__all__ = ["AlreadyRunning", "Daemon", "DaemonState", "JournalFormatter", "acquire_lock", "gpu_summary", "sd_notify",
-           "setup_logging"]
 
 log = logging.getLogger("profd")
 
@@ -62,49 +60,6 @@ class DaemonState:
     notes: list[str] = field(default_factory=list)
     executor: str = ""  # "local" or "ray"
     workers: list[dict[str, Any]] = field(default_factory=list)  # one per slot: device, state, job
-
-
-class _Either:
-    """``is_set()`` of either of two events: the daemon stops, or this slot's job is cancelled."""
-
-    def __init__(self, a: threading.Event, b: threading.Event) -> None:
-        self.a, self.b = a, b
-
-    def is_set(self) -> bool:
-        return self.a.is_set() or self.b.is_set()
-
-
-class SlotView:
-    """The daemon as a job running in one slot sees it: that slot's runner and stop flag.
-
-    Worker, tune_job and nightly_job read ``daemon.runner``, ``daemon.cfg`` and
-    ``daemon.stop_requested``; through this view each gets its own slot's."""
-
-    def __init__(self, daemon: "Daemon", slot: Slot) -> None:
-        self._daemon = daemon
-        self.slot = slot
-        self.stop_requested = _Either(daemon.stop_requested, slot.cancel)
-        self.daemon_stop_requested = daemon.stop_requested
-
-    @property
-    def runner(self) -> Any:
-        return self.slot.runner
-
-    @property
-    def cfg(self) -> Config:
-        return slot_config(self._daemon.cfg, self.slot)
-
-    def say(self, text: str) -> None:
-        # With several slots, say where: two jobs' lines interleave.
-        multi = self._daemon.executor is not None and len(self._daemon.executor.slots()) > 1
-        self._daemon.say(f"[{self.slot.id}] {text}" if multi else text)
-
-    def event(self, kind: str, text: str, **data: Any) -> None:
-        multi = self._daemon.executor is not None and len(self._daemon.executor.slots()) > 1
-        self._daemon.event(kind, f"[{self.slot.id}] {text}" if multi else text, slot=self.slot.id, **data)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._daemon, name)
 
 
 class SlotQueue(JobQueue):
@@ -134,7 +89,7 @@ class Daemon:
         self.reload_requested = threading.Event()
         self.executor: Optional[Executor] = None
         self.has_gpu = False
-        self._workers: dict[str, Any] = {}  # slot id -> that slot's Worker (own Store connection)
+        self._slot_queues: dict[str, SlotQueue] = {}  # slot id -> that slot's queue (and Store connection)
         self._say_lock = threading.Lock()
         self.store_path: Optional[Path] = None
         self.watcher: Optional[Watcher] = None
@@ -278,18 +233,33 @@ class Daemon:
         finally:
             self._restore_signals()
 
-    def _run_job(self, job: Job, slot: Slot) -> None:
-        """The executor's job function: ``Worker.process`` on the slot's own thread and connection."""
-        from profd.service.jobs import Worker
+    def _context(self, slot: Slot) -> JobContext:
+        """The slot's view of the daemon for one job: its runner, GPU, connection and config (as now, after reloads)."""
+        queue = self._slot_queues.get(slot.id)
+        if queue is None:
+            assert self.executor is not None and self.store_path is not None
+            queue = SlotQueue(Store(self.store_path), self.executor)
+            self._slot_queues[slot.id] = queue
+        # With several slots, say where: two jobs' lines interleave.
+        multi = self.executor is not None and len(self.executor.slots()) > 1
+        tag = f"[{slot.id}] " if multi else ""
 
-        worker = self._workers.get(slot.id)
-        if worker is None:
-            store = Store(self.store_path)
-            assert self.executor is not None
-            # slot.has_gpu, not this host's: a Ray slot's GPU is on another machine.
-            worker = Worker(SlotView(self, slot), store, SlotQueue(store, self.executor), slot.has_gpu)
-            self._workers[slot.id] = worker
-        worker.process(job)
+        def say(text: str) -> None:
+            self.say(tag + text)
+
+        def event(kind: str, text: str, **data: Any) -> None:
+            self.event(kind, tag + text, slot=slot.id, **data)
+
+        return JobContext(config=slot_config(self.cfg, slot), store=queue.store, queue=queue, runner=slot.runner,
+                          slot_id=slot.id, has_gpu=slot.has_gpu, gpu_index=slot.nvml_index,
+                          stop_requested=lambda: self.stop_requested.is_set() or slot.cancel.is_set(),
+                          daemon_stopping=self.stop_requested.is_set, say=say, event=event)
+
+    def _run_job(self, job: Job, slot: Slot) -> None:
+        """The executor's job function: ``run_job`` on the slot's own thread and connection."""
+        from profd.service.jobs import run_job
+
+        run_job(self._context(slot), job)
 
     def _serve(self) -> int:
         from profd.service import executors
@@ -337,9 +307,9 @@ class Daemon:
             self.executor.stop()
             for h in self.executor.poll():
                 self.state.jobs_done += 1
-            for w in self._workers.values():
-                w.store.close()
-            self._workers.clear()
+            for q in self._slot_queues.values():
+                q.store.close()
+            self._slot_queues.clear()
             self.state.watcher = "stopped"
             self.write_state()
             store.close()
@@ -388,8 +358,8 @@ class Daemon:
                 self._retry_outbox()
             changed = False
             for slot in ex.free_slots():
-                # claim() is one transaction: the job is this slot's, recorded in jobs.worker.
-                job = queue.claim(worker=slot.id)
+                # claim() is one transaction: the job is this slot's, recorded in jobs.worker (the slot id).
+                job = queue.claim(slot=slot.id)
                 if job is None:
                     break
                 ex.submit(job, slot)
@@ -397,7 +367,7 @@ class Daemon:
             for h in ex.poll():
                 self.state.jobs_done += 1
                 changed = True
-                if h.error:  # Worker.process never raises; this is the slot machinery's own trouble
+                if h.error:  # run_job never raises; this is the slot machinery's own trouble
                     self.say(f"job {h.job.id} on {h.slot.id} ended abnormally: {h.error}")
                     now = queue.get(h.job.id)
                     if now is not None and now.state == JobState.RUNNING:

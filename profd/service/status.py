@@ -112,6 +112,3 @@ def render(data: dict[str, Any]) -> str:
                      f" after {d['attempts']} attempt(s)")
     return "\n".join(lines)
 
-
-#: The old name, still called by profd/cli.py; remove once it says gather_status.
-collect = gather_status

@@ -1,11 +1,11 @@
 """The executor interface: between the job queue and the work.
 
-An executor owns *slots*, one per GPU it can use (or one per CPU worker on a
+An executor owns *slots*, one per GPU it can use (or CPU slots on a
 machine without a GPU). A slot runs one job at a time -- a timing job never
 shares its GPU with another job -- on a thread of the daemon's process, with its
 own harness runner: a warm worker pinned to that GPU (``local``), or a Ray actor
 that holds one GPU of a cluster node (``ray``). What a job *does* is the caller's
-job function (the daemon's ``Worker.process``, or one target's nightly pass); it
+job function (the daemon's ``profd.service.jobs.run_job``, or one target's nightly pass); it
 is the same for every executor, so results always land in the daemon's store.
 
 Usage::
@@ -13,7 +13,7 @@ Usage::
     ex = create(cfg, job_fn)          # profd.service.executors.create
     ex.start()
     for slot in ex.free_slots():
-        job = queue.claim(worker=slot.id)
+        job = queue.claim(slot=slot.id)
         if job: ex.submit(job, slot)
     ... ex.poll() -> finished handles ...
     ex.stop()
@@ -33,7 +33,7 @@ from profd.model import Job
 
 log = logging.getLogger("profd.service.executors")
 
-#: What a slot runs: ``job_fn(job, slot)``. It should not raise (Worker.process never
+#: What a slot runs: ``job_fn(job, slot)``. It should not raise (``run_job`` never
 #: does); an exception is logged and recorded on the handle, and the slot goes on.
 JobFn = Callable[[Job, "Slot"], None]
 
@@ -63,7 +63,7 @@ class SlotLost(Exception):
 
 @dataclass(eq=False)  # identity: a slot is a place, not a value
 class Slot:
-    """One place a job can run: one GPU (or one CPU worker)."""
+    """One place a job can run: one GPU (or one CPU slot)."""
 
     id: str  # "local:gpu0", "local:cpu0", "ray:10.0.0.7:gpu1"
     device: str  # human description: "NVIDIA H100 80GB HBM3 (GPU 0)"
@@ -224,7 +224,7 @@ class Executor:
 
     def cancel(self, job: Job | int) -> bool:
         """Abandon a running job: its measurement is killed and the job function sees
-        ``slot_abort`` turn true (Worker.process then requeues it). False if not running."""
+        ``slot_abort`` turn true (``run_job`` then requeues it). False if not running."""
         job_id = job if isinstance(job, int) else job.id
         for slot in self._slots:
             if slot.job is not None and slot.job.id == job_id:

@@ -1,6 +1,6 @@
 """The ``[llm]`` config table of the LLM advisor, checked by profd's one settings schema.
 
-Kept apart from the advisor (``advisors/rewriters/llm.py``) so that reading the config
+Kept apart from the advisor (``advisors/rewriters/llm/advisor.py``) so that reading the config
 does not import the ``openai`` client. The field types are the schema: ``profd.config``
 checks the file and ``PROFD_LLM_*`` against them, and :meth:`LLMConfig.from_mapping`
 applies the same rules (``profd.model.parse_setting``) to a table given directly.
