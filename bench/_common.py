@@ -255,7 +255,7 @@ def start_warm_worker() -> tuple[Any, float]:
 
 
 class ScriptedAdvisor:
-    """Proposes fixed sources, in order (used to feed identical candidates to the tune loop)."""
+    """Proposes fixed (id, source) pairs, in order: identical candidates here, wrong or hostile ones in tests/."""
 
     name = "scripted"
 

@@ -12,8 +12,6 @@ The submodules load on first use of the registry, so ``import collectors`` stays
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -21,6 +19,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from collectors.errors import CaptureError
 from collectors.tool import ToolResult, run_tool
+from profd.plugins import discover_plugins
 
 __all__ = ["CaptureError", "Collector", "RunRequest", "ToolResult", "all_collectors", "for_backend", "get",
            "load_capture", "observers", "run_tool", "supported_formats", "wrappers"]
@@ -80,21 +79,7 @@ class Collector:
 
 @lru_cache(maxsize=1)
 def _discover() -> tuple[Collector, ...]:
-    found: list[Collector] = []
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
-        if info.name.startswith("_"):
-            continue
-        mod = importlib.import_module(f"{__name__}.{info.name}")
-        c = getattr(mod, "COLLECTOR", None)
-        if c is None:
-            continue  # a helper module (errors, tool)
-        if not isinstance(c, Collector):
-            raise TypeError(f"collectors.{info.name}.COLLECTOR must be a collectors.Collector")
-        found.append(c)
-    names = [c.name for c in found]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise ValueError(f"two collectors share the name(s) {dupes}")
+    found = discover_plugins(__name__, "COLLECTOR", Collector, lambda c: c.name, "collectors")
     return tuple(sorted(found, key=lambda c: (c.order, c.name)))
 
 

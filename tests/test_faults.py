@@ -37,12 +37,12 @@ from typing import Callable, Iterator, Optional
 import pytest
 
 try:
-    from support import free_port, held_add_target
+    from support import ScriptedAdvisor, free_port, held_add_target, warm  # noqa: F401 (warm: a fixture)
 except ImportError:  # pragma: no cover
-    from tests.support import free_port, held_add_target
+    from tests.support import ScriptedAdvisor, free_port, held_add_target, warm  # noqa: F401
 
 from profd.harness.runner import measure
-from profd.model import Candidate, Status
+from profd.model import Status
 from profd.harness.sandbox import landlock_abi
 from profd.store import Store
 from profd.flow.tune import tune
@@ -114,14 +114,6 @@ def home_dir() -> Iterator[Path]:
         yield d
     finally:
         shutil.rmtree(d, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def warm() -> Iterator[WarmWorker]:
-    w = WarmWorker()
-    w.start()
-    yield w
-    w.close()
 
 
 # =========================================================================== the daemon as a process
@@ -353,7 +345,7 @@ def test_candidate_cannot_write_the_original(home_dir: Path, tmp_path: Path, war
     sneaky = add_source(action=f"open({str(home_dir / 'add_helper.py')!r}, 'w').write('x = 1')")
     with Store() as store:
         res = tune(target, store, budget=2, runner=warm,
-                   advisors=[_Scripted([("overwrite-original", evil), ("create-beside", sneaky)])])
+                   advisors=[ScriptedAdvisor([("overwrite-original", evil), ("create-beside", sneaky)])])
     reasons = {a.candidate.id: a.verdict.reason for a in res.attempts}
     assert set(reasons) == {"overwrite-original", "create-beside"}
     for reason in reasons.values():
@@ -378,22 +370,6 @@ def test_examples_still_run_under_the_sandbox_and_a_missing_sandbox_is_a_warning
     assert m.verdict.status == Status.CORRECT, m.verdict.message
     assert any(w.startswith("sandbox unavailable") and "without write restrictions" in w for w in m.warnings), \
         m.warnings
-
-
-class _Scripted:
-    """A real advisor that proposes fixed sources (as in tests/test_tune.py)."""
-
-    name = "scripted"
-
-    def __init__(self, sources: list[tuple[str, str]]) -> None:
-        self.sources = list(sources)
-
-    def propose(self, ctx: object, n: int) -> list[Candidate]:
-        out = []
-        while self.sources and len(out) < n:
-            cid, src = self.sources.pop(0)
-            out.append(Candidate(id=cid, source=src, advisor=self.name, rationale=cid))
-        return out
 
 
 # =========================================================================== 2. disk full on the state dir
@@ -860,7 +836,7 @@ def test_hard_coded_shape_and_precision_loss_are_rejected_with_the_reason(home_d
     assert hard_coded != TRUST_BASE and lossy != TRUST_BASE
     with Store() as store:
         res = tune(target, store, budget=2, runner=warm,
-                   advisors=[_Scripted([("hard-coded-shape", hard_coded), ("fp16-inside", lossy)])])
+                   advisors=[ScriptedAdvisor([("hard-coded-shape", hard_coded), ("fp16-inside", lossy)])])
         rows = {r["candidate_id"]: dict(r) for r in store.db.execute(
             "SELECT candidate_id, accepted, status, reason FROM candidates WHERE session_id=?", (res.session_id,))}
     assert res.baseline.correct, res.baseline.verdict.message

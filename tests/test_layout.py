@@ -13,7 +13,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("profd", "advisors", "collectors", "hwspecs")
 #: What advisors, collectors and hwspecs may import from profd (DESIGN.md: they never see the daemon).
-PROFD_DATA = {"profd", "profd.model", "profd.metrics", "profd.paths"}
+#: profd.plugins is the one plug-in discovery loop the registries share; it imports nothing from
+#: the project (test_the_plugin_loader_imports_nothing_of_the_project), so it cannot reach up.
+PROFD_DATA = {"profd", "profd.model", "profd.metrics", "profd.paths", "profd.plugins"}
 LOWER = {"advisors": {"advisors", "hwspecs"}, "collectors": {"collectors", "hwspecs"}, "hwspecs": {"hwspecs"}}
 
 
@@ -106,6 +108,10 @@ def test_lower_packages_import_only_profd_data_modules() -> None:
             if ttop == "profd" and t not in PROFD_DATA or ttop != "profd" and ttop not in LOWER[top]:
                 bad.append(f"{mod} -> {t}")
     assert not bad, "lower packages reach up: " + "; ".join(bad)
+
+
+def test_the_plugin_loader_imports_nothing_of_the_project() -> None:
+    assert import_graph()["profd.plugins"] == set()
 
 
 def test_the_cycle_check_sees_a_circle(tmp_path: Path) -> None:
@@ -239,3 +245,35 @@ def test_every_rule_metric_is_collected_by_each_collector() -> None:
         missing = [m for m in wanted if m not in c.measures and m not in c.unavailable]
         assert not missing, f"{c.name} neither measures nor declares unavailable: {missing}"
         assert c.counters_for is not None and c.counters_for(wanted), c.name
+
+
+def test_discovery_takes_a_sub_package_as_one_plugin_and_refuses_duplicates(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plug-in may grow into a package (rewriters/llm/): its __init__'s attribute is read once."""
+    from profd.plugins import discover_plugins
+
+    pkg = tmp_path / "toyplugs"
+    (pkg / "big" / "parts").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "small.py").write_text("PLUG = 'small'\n")
+    (pkg / "helper.py").write_text("X = 1\n")
+    (pkg / "_private.py").write_text("PLUG = 'never read'\n")
+    (pkg / "big" / "__init__.py").write_text("from toyplugs.big.impl import PLUG\n")
+    (pkg / "big" / "impl.py").write_text("PLUG = 'big'\n")
+    (pkg / "big" / "parts" / "__init__.py").write_text("PLUG = 'a part, not a plug-in'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        assert discover_plugins("toyplugs", "PLUG", str, str, "plugs") == ["big", "small"]
+        with pytest.raises(TypeError, match="toyplugs.helper must define PLUG"):
+            discover_plugins("toyplugs", "PLUG", str, str, "plugs", required=True)
+        (pkg / "helper.py").write_text("PLUG = 2\n")
+        sys.modules.pop("toyplugs.helper")
+        with pytest.raises(TypeError, match="toyplugs.helper must define PLUG"):
+            discover_plugins("toyplugs", "PLUG", str, str, "plugs")
+        (pkg / "helper.py").write_text("PLUG = 'small'\n")
+        sys.modules.pop("toyplugs.helper")
+        with pytest.raises(ValueError, match=r"two plugs share the name\(s\) \['small'\]"):
+            discover_plugins("toyplugs", "PLUG", str, str, "plugs")
+    finally:
+        for mod in [m for m in sys.modules if m == "toyplugs" or m.startswith("toyplugs.")]:
+            del sys.modules[mod]

@@ -16,16 +16,13 @@ from profd.flow.profile import profile
 from profd.model import OutputCheck
 from profd.store import Store
 
+try:
+    from support import store  # noqa: F401 (a fixture)
+except ImportError:  # pragma: no cover
+    from tests.support import store  # noqa: F401
+
 ROOT = Path(__file__).resolve().parents[1]
 H200 = Ceilings(device="h200-sxm", memory_gbps=4800.0, tflops={"bf16": 989.0, "fp32": 67.0}, source="datasheet")
-
-
-@pytest.fixture
-def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Store:
-    monkeypatch.setenv("PROFD_STATE_DIR", str(tmp_path / "state"))
-    s = Store()
-    yield s
-    s.close()
 
 
 @pytest.fixture(scope="module")

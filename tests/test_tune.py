@@ -11,83 +11,21 @@ from advisors.knobs import discover
 from advisors.rewrite import insert_grouped_order, set_knob
 from profd.flow.apply import ApplyError, apply_best
 from profd.harness.runner import measure
-from profd.model import Candidate, Status
+from profd.model import Status
 from profd.store import Store
 from profd.harness.target import content_hash
 from profd.flow.tune import tune
 from profd.harness.warm import WarmWorker
 
+try:
+    from support import ScriptedAdvisor, store, tunable_add_target, warm  # noqa: F401 (store, warm: fixtures)
+except ImportError:  # pragma: no cover
+    from tests.support import ScriptedAdvisor, store, tunable_add_target, warm  # noqa: F401
+
 ROOT = Path(__file__).resolve().parents[1]
 
-# In the interpreter every program instance costs real time, so a tiny block over
-# 16k elements is many times slower than a large one: a win no noise can hide.
-TINY_BLOCK = '''
-import torch
-import triton
-import triton.language as tl
-
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-BLOCK_SIZE = 16
-NUM_WARPS = 4
-
-
-@triton.jit
-def add_kernel(x_ptr, y_ptr, out_ptr, n, BLOCK_SIZE: tl.constexpr):
-    offs = tl.program_id(0) * BLOCK_SIZE + tl.arange(0, BLOCK_SIZE)
-    mask = offs < n
-    tl.store(out_ptr + offs, tl.load(x_ptr + offs, mask=mask) + tl.load(y_ptr + offs, mask=mask), mask=mask)
-
-
-def kernel(x, y):
-    out = torch.empty_like(x)
-    grid = (triton.cdiv(x.numel(), BLOCK_SIZE),)
-    add_kernel[grid](x, y, out, x.numel(), BLOCK_SIZE=BLOCK_SIZE, num_warps=NUM_WARPS)
-    return out
-
-
-def reference(x, y):
-    return x + y
-
-
-SHAPES = [dict(n=1000)]
-BENCH_SHAPE = dict(n=16384)
-
-
-def get_inputs(n=1000):
-    return [torch.randn(n, device=DEVICE), torch.randn(n, device=DEVICE)]
-'''
-
-
-@pytest.fixture(scope="module")
-def warm() -> WarmWorker:
-    w = WarmWorker()
-    w.start()
-    yield w
-    w.close()
-
-
-@pytest.fixture
-def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Store:
-    monkeypatch.setenv("PROFD_STATE_DIR", str(tmp_path / "state"))
-    s = Store()
-    yield s
-    s.close()
-
-
-class ScriptedAdvisor:
-    """A real advisor that proposes fixed sources (a wrong one, a duplicate, ...)."""
-
-    name = "scripted"
-
-    def __init__(self, sources: list[tuple[str, str]]) -> None:
-        self.sources = list(sources)
-
-    def propose(self, ctx: TuneContext, n: int) -> list[Candidate]:
-        out = []
-        while self.sources and len(out) < n:
-            cid, src = self.sources.pop(0)
-            out.append(Candidate(id=cid, source=src, advisor=self.name, rationale=cid))
-        return out
+# A tiny block over 16k elements: a win in the interpreter no noise can hide.
+TINY_BLOCK = tunable_add_target([1000], bench=16384)
 
 
 def test_deterministic_advisor_keeps_a_faster_block_size(tmp_path: Path, store: Store, warm: WarmWorker) -> None:

@@ -19,73 +19,21 @@ from typing import Iterator
 
 import pytest
 
-from advisors.base import TuneContext
 from advisors.rewrite import set_knob
 from profd.flow.tune import tune
 from profd.harness.devicelock import hold, is_held
 from profd.harness.warm import WarmWorker
-from profd.model import Candidate
 from profd.store import Store
 
 try:
-    from support import held_add_target
+    from support import ScriptedAdvisor, held_add_target, store, tunable_add_target, warm  # noqa: F401 (fixtures)
 except ImportError:  # pragma: no cover
-    from tests.support import held_add_target
+    from tests.support import ScriptedAdvisor, held_add_target, store, tunable_add_target, warm  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 
 # The large shape is declared first: a screening run that checks it first would pay for it.
-ADD = '''
-import os
-import signal
-import torch
-import triton
-import triton.language as tl
-
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-BLOCK_SIZE = 16
-NUM_WARPS = 4
-
-
-@triton.jit
-def add_kernel(x_ptr, y_ptr, out_ptr, n, BLOCK_SIZE: tl.constexpr):
-    offs = tl.program_id(0) * BLOCK_SIZE + tl.arange(0, BLOCK_SIZE)
-    mask = offs < n
-    tl.store(out_ptr + offs, tl.load(x_ptr + offs, mask=mask) + tl.load(y_ptr + offs, mask=mask), mask=mask)
-
-
-def kernel(x, y):
-    out = torch.empty_like(x)
-    grid = (triton.cdiv(x.numel(), BLOCK_SIZE),)
-    add_kernel[grid](x, y, out, x.numel(), BLOCK_SIZE=BLOCK_SIZE, num_warps=NUM_WARPS)
-    return out
-
-
-def reference(x, y):
-    return x + y
-
-
-SHAPES = [dict(n=4096), dict(n=300)]
-BENCH_SHAPE = dict(n=4096)
-
-
-def get_inputs(n=300):
-    return [torch.randn(n, device=DEVICE), torch.randn(n, device=DEVICE)]
-'''
-
-
-class Scripted:
-    name = "scripted"
-
-    def __init__(self, sources: list[tuple[str, str]]) -> None:
-        self.sources = list(sources)
-
-    def propose(self, ctx: TuneContext, n: int) -> list[Candidate]:
-        out = []
-        while self.sources and len(out) < n:
-            cid, src = self.sources.pop(0)
-            out.append(Candidate(id=cid, source=src, advisor=self.name, rationale=cid))
-        return out
+ADD = tunable_add_target([4096, 300], bench=4096)
 
 
 @pytest.fixture
@@ -122,8 +70,7 @@ def profd(env: dict, *args: str, timeout: float = 300) -> subprocess.CompletedPr
 
 
 def test_a_broken_candidate_fails_fast_on_the_smallest_shape_and_the_warm_worker_survives(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PROFD_STATE_DIR", str(tmp_path / "state"))
+        tmp_path: Path, store: Store, warm: WarmWorker) -> None:
     target = tmp_path / "add.py"
     base = set_knob(ADD, "BLOCK_SIZE", 1024)
     target.write_text(base)
@@ -132,16 +79,10 @@ def test_a_broken_candidate_fails_fast_on_the_smallest_shape_and_the_warm_worker
     crash = ("import faulthandler\n" + base).replace(
         "    out = torch.empty_like(x)\n", "    faulthandler._sigsegv()\n    out = torch.empty_like(x)\n")
     good = set_knob(base, "NUM_WARPS", 2)
-    w = WarmWorker()
-    w.start()
-    try:
-        zygote = w.proc.pid
-        with Store() as store:
-            res = tune(target, store, budget=3, runner=w, warm=w, batch=3,
-                       advisors=[Scripted([("wrong", wrong), ("crash", crash), ("fine", good)])])
-        assert w.alive() and w.proc.pid == zygote  # forks died, the zygote did not
-    finally:
-        w.close()
+    zygote = warm.proc.pid
+    res = tune(target, store, budget=3, runner=warm, warm=warm, batch=3,
+               advisors=[ScriptedAdvisor([("wrong", wrong), ("crash", crash), ("fine", good)])])
+    assert warm.alive() and warm.proc.pid == zygote  # forks died, the zygote did not
     by = {a.candidate.id: a.verdict for a in res.attempts}
     costs = {c.candidate: c for c in res.costs}
     assert set(by) == {"wrong", "crash", "fine"}

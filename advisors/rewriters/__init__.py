@@ -1,8 +1,8 @@
 """Advisors that propose rewrites: one module each, each declaring itself in ``ADVISOR``.
 
-Every public module of this package that defines ``ADVISOR = AdvisorSpec(...)`` is registered:
-its name, the config table it reads (``[llm]``; None when it has no options), a table of its
-options, whether its candidates carry a prompt/response exchange worth storing, and ``build``
+Every public module (or sub-package) of this package that defines ``ADVISOR = AdvisorSpec(...)``
+is registered: its name, the config table it reads (``[llm]``; None when it has no options), a
+table of its options, whether its candidates carry a prompt/response exchange worth storing, and ``build``
 (its config table -> an advisor, or None when it is not configured). ``build_advisors(cfg)``,
 the config loader's list of sections and the tune loop's record code all read the registry;
 adding an advisor means adding one file.
@@ -10,13 +10,12 @@ adding an advisor means adding one file.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Callable, Mapping, Optional
 
 from advisors.base import Advisor
+from profd.plugins import discover_plugins
 
 __all__ = ["AdvisorSpec", "all_advisors", "build_advisors", "config_sections", "get", "records_llm_exchange"]
 
@@ -41,21 +40,7 @@ class AdvisorSpec:
 
 @lru_cache(maxsize=1)
 def _discover() -> tuple[AdvisorSpec, ...]:
-    found: list[AdvisorSpec] = []
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
-        if info.name.startswith("_"):
-            continue
-        mod = importlib.import_module(f"{__name__}.{info.name}")
-        spec = getattr(mod, "ADVISOR", None)
-        if spec is None:
-            continue  # a helper module
-        if not isinstance(spec, AdvisorSpec):
-            raise TypeError(f"advisors.rewriters.{info.name}.ADVISOR must be an advisors.rewriters.AdvisorSpec")
-        found.append(spec)
-    names = [s.name for s in found]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise ValueError(f"two advisors share the name(s) {dupes}")
+    found = discover_plugins(__name__, "ADVISOR", AdvisorSpec, lambda s: s.name, "advisors")
     return tuple(sorted(found, key=lambda s: (s.order, s.name)))
 
 

@@ -138,14 +138,30 @@ _WARPS = [1, 2, 4, 8, 16, 32]
 _RETURN_SETTINGS = "    return BLOCK_SIZE, num_warps\n"
 
 
-def _warps_sub(count: int = 1) -> Sub:
-    return Sub(_RETURN_SETTINGS, "    return BLOCK_SIZE, ${num_warps}\n", count=count)
+def _warps_grid(count: int = 1) -> Grid:
+    """num_warps over _WARPS, at calculate_settings' return line (``count``: how often it occurs)."""
+    return Grid({"num_warps": _WARPS}, (
+        Sub(_RETURN_SETTINGS, "    return BLOCK_SIZE, ${num_warps}\n", count=count),
+    ))
 
 
 _LIGER_SETTINGS_SITES = ("num_warps = 4", "num_warps = 32 if not is_hip() else 16",
                          "num_warps = 16", "num_warps = 8")
 _UNSLOTH_SETTINGS_SITES = ("num_warps: int = 4", "num_warps = 32", "num_warps = 16", "num_warps = 8")
 _LIGER_UTILS = "liger_kernel/ops/utils.py"
+
+
+def _unsloth_flat_grid(block_line: str) -> Grid:
+    """BLOCK_SIZE x num_warps for unsloth's flat 1-D kernels: ``block_line`` sets BLOCK_SIZE, and
+    num_warps (not passed upstream) is added beside ``enable_fp_fusion``."""
+    return Grid(
+        {"BLOCK_SIZE": [128, 256, 512, 1024, 2048, 4096, 8192], "num_warps": [1, 2, 4, 8, 16]},
+        (
+            Sub(block_line, "\nBLOCK_SIZE = ${BLOCK_SIZE}\n"),
+            Sub("            enable_fp_fusion = True,\n",
+                "            enable_fp_fusion = True,\n            num_warps = ${num_warps},\n"),
+        ),
+    )
 
 
 def _liger_block(kernel: str) -> Knob:
@@ -172,7 +188,7 @@ TARGETS: tuple[Target, ...] = (
             Knob("num_warps", "_rms_norm_forward_kernel", "num_warps = 8", "calculate_settings", 8,
                  _LIGER_SETTINGS_SITES),
         ),
-        grid=Grid({"num_warps": _WARPS}, (_warps_sub(),)),
+        grid=_warps_grid(),
     ),
     Target(
         name="liger_layer_norm", dist="liger-kernel", project="Liger-Kernel",
@@ -197,7 +213,7 @@ TARGETS: tuple[Target, ...] = (
                  ("num_warps = 4", "num_warps = 32 if not is_hip() else 16", "num_warps = 2",
                   "num_warps = 8")),
         ),
-        grid=Grid({"num_warps": _WARPS}, (_warps_sub(),)),
+        grid=_warps_grid(),
     ),
     Target(
         name="liger_swiglu", dist="liger-kernel", project="Liger-Kernel",
@@ -217,7 +233,7 @@ TARGETS: tuple[Target, ...] = (
                  _LIGER_SETTINGS_SITES),
         ),
         # _swiglu_tile_settings ends in the same return line (a no-op on Hopper): count=2.
-        grid=Grid({"num_warps": _WARPS}, (_warps_sub(count=2),)),
+        grid=_warps_grid(count=2),
     ),
     Target(
         name="liger_softmax", dist="liger-kernel", project="Liger-Kernel",
@@ -244,7 +260,7 @@ TARGETS: tuple[Target, ...] = (
                  "calculate_settings", 4,
                  ("num_warps = 4", "num_warps = 4 if not is_hip() else 16", "num_warps = 16", "num_warps = 8")),
         ),
-        grid=Grid({"num_warps": _WARPS}, (_warps_sub(),)),
+        grid=_warps_grid(),
     ),
     Target(
         name="liger_cross_entropy", dist="liger-kernel", project="Liger-Kernel",
@@ -301,7 +317,7 @@ TARGETS: tuple[Target, ...] = (
             Knob("num_warps", "_geglu_tanh_forward_kernel", "num_warps = 16", "calculate_settings", 16,
                  _LIGER_SETTINGS_SITES),
         ),
-        grid=Grid({"num_warps": _WARPS}, (_warps_sub(),)),
+        grid=_warps_grid(),
     ),
     # ----------------------------------------------------------------------- unsloth (Apache-2.0)
     Target(
@@ -325,14 +341,7 @@ TARGETS: tuple[Target, ...] = (
             Knob("BLOCK_SIZE", "_fg_kernel", "BLOCK_SIZE = 128", "<module>", 128),
             Knob("num_warps", "_fg_kernel", None, "swiglu_fg_kernel", 4),
         ),
-        grid=Grid(
-            {"BLOCK_SIZE": [128, 256, 512, 1024, 2048, 4096, 8192], "num_warps": [1, 2, 4, 8, 16]},
-            (
-                Sub("\nBLOCK_SIZE = 128\n", "\nBLOCK_SIZE = ${BLOCK_SIZE}\n"),
-                Sub("            enable_fp_fusion = True,\n",
-                    "            enable_fp_fusion = True,\n            num_warps = ${num_warps},\n"),
-            ),
-        ),
+        grid=_unsloth_flat_grid("\nBLOCK_SIZE = 128\n"),
     ),
     Target(
         name="unsloth_geglu", dist="unsloth", project="unsloth",
@@ -348,14 +357,7 @@ TARGETS: tuple[Target, ...] = (
             Knob("BLOCK_SIZE", "_exact_forward_kernel", "BLOCK_SIZE = 1024", "<module>", 1024),
             Knob("num_warps", "_exact_forward_kernel", None, "geglu_exact_forward_kernel", 4),
         ),
-        grid=Grid(
-            {"BLOCK_SIZE": [128, 256, 512, 1024, 2048, 4096, 8192], "num_warps": [1, 2, 4, 8, 16]},
-            (
-                Sub("\nBLOCK_SIZE = 1024\n", "\nBLOCK_SIZE = ${BLOCK_SIZE}\n"),
-                Sub("            enable_fp_fusion = True,\n",
-                    "            enable_fp_fusion = True,\n            num_warps = ${num_warps},\n"),
-            ),
-        ),
+        grid=_unsloth_flat_grid("\nBLOCK_SIZE = 1024\n"),
     ),
     Target(
         name="unsloth_cross_entropy", dist="unsloth", project="unsloth",
@@ -383,7 +385,7 @@ TARGETS: tuple[Target, ...] = (
                  ("num_warps: int = 4", "num_warps = 4", "num_warps = 16", "num_warps = 8",
                   "num_warps = num_warps // 2")),
         ),
-        grid=Grid({"num_warps": _WARPS}, (_warps_sub(),)),
+        grid=_warps_grid(),
     ),
     # ------------------------------------------------------------ flash-linear-attention (MIT)
     Target(

@@ -136,6 +136,11 @@ def handled_access(abi: int) -> int:
     return access
 
 
+def sandbox_disabled() -> bool:
+    """Whether ``PROFD_SANDBOX=off`` (or 0/no/false) turns every restriction of this module off."""
+    return os.environ.get("PROFD_SANDBOX", "").strip().lower() in ("0", "off", "no", "false")
+
+
 def apply_sandbox(write_roots: Iterable[str | Path]) -> str:
     """Make everything but ``write_roots`` read-only for this process and its children.
 
@@ -144,7 +149,7 @@ def apply_sandbox(write_roots: Iterable[str | Path]) -> str:
     Must be called before the process has other threads (a restriction is per thread and
     inherited only by threads and processes created after it).
     """
-    if os.environ.get("PROFD_SANDBOX", "").strip().lower() in ("0", "off", "no", "false"):
+    if sandbox_disabled():
         return "unavailable: disabled by PROFD_SANDBOX=off"
     abi, why = landlock_abi()
     if abi <= 0:
@@ -156,13 +161,37 @@ def apply_sandbox(write_roots: Iterable[str | Path]) -> str:
 
 
 def _restrict(abi: int, roots: list[Path]) -> str:
+    failed, added, skipped = _landlock_restrict_self(handled_access(abi), roots)
+    if failed:
+        return failed
+    text = f"landlock ABI {abi}: writes allowed under {added} root(s) only"
+    if skipped:
+        text += "; not usable: " + ", ".join(skipped)
+    return text
+
+
+def _no_new_privs(libc: ctypes.CDLL) -> Optional[str]:
+    """Set PR_SET_NO_NEW_PRIVS (Landlock and seccomp need it); None, or the "unavailable: ..." reason."""
+    if libc.prctl(ctypes.c_int(PR_SET_NO_NEW_PRIVS), ctypes.c_ulong(1), ctypes.c_ulong(0), ctypes.c_ulong(0),
+                  ctypes.c_ulong(0)) != 0:
+        return f"unavailable: prctl(PR_SET_NO_NEW_PRIVS): {os.strerror(ctypes.get_errno())}"
+    return None
+
+
+def _landlock_restrict_self(access: int, roots: Iterable[str | Path]) -> tuple[Optional[str], int, list[str]]:
+    """Add one Landlock layer to this process: a ruleset handling ``access``, allowed beneath each root.
+
+    A directory root gets all of ``access``; a file root only its file rights (``access &
+    FILE_ACCESS``: REFER, READ_DIR and the make/remove rights are directory rights, which the
+    kernel rejects on a file). Returns (None or the "unavailable: ..." reason the layer was
+    not applied, rules added, roots skipped with why: missing, or refused by the kernel).
+    """
     libc = _libc()
-    access = handled_access(abi)
     attr = _RulesetAttr(handled_access_fs=access)
     fd = libc.syscall(ctypes.c_long(SYS_LANDLOCK_CREATE_RULESET), ctypes.byref(attr),
                       ctypes.c_size_t(ctypes.sizeof(attr)), ctypes.c_uint32(0))
     if fd < 0:
-        return f"unavailable: landlock_create_ruleset: {os.strerror(ctypes.get_errno())}"
+        return f"unavailable: landlock_create_ruleset: {os.strerror(ctypes.get_errno())}", 0, []
     skipped: list[str] = []
     added = 0
     try:
@@ -183,17 +212,14 @@ def _restrict(abi: int, roots: list[Path]) -> str:
                     added += 1
             finally:
                 os.close(pfd)
-        if libc.prctl(ctypes.c_int(PR_SET_NO_NEW_PRIVS), ctypes.c_ulong(1), ctypes.c_ulong(0), ctypes.c_ulong(0),
-                      ctypes.c_ulong(0)) != 0:
-            return f"unavailable: prctl(PR_SET_NO_NEW_PRIVS): {os.strerror(ctypes.get_errno())}"
+        failed = _no_new_privs(libc)
+        if failed:
+            return failed, added, skipped
         if libc.syscall(ctypes.c_long(SYS_LANDLOCK_RESTRICT_SELF), ctypes.c_int(fd), ctypes.c_uint32(0)) < 0:
-            return f"unavailable: landlock_restrict_self: {os.strerror(ctypes.get_errno())}"
+            return f"unavailable: landlock_restrict_self: {os.strerror(ctypes.get_errno())}", added, skipped
     finally:
         os.close(fd)
-    text = f"landlock ABI {abi}: writes allowed under {added} root(s) only"
-    if skipped:
-        text += "; not usable: " + ", ".join(skipped)
-    return text
+    return None, added, skipped
 
 
 # --------------------------------------------------------------------------- the child's roots
@@ -388,7 +414,7 @@ def apply_seccomp(pid: Optional[int] = None) -> str:
     """Install the candidate filter on this process (and all it starts); never raises.
 
     Returns "seccomp: ..." or "unavailable: <reason>". Requires NO_NEW_PRIVS (set here)."""
-    if os.environ.get("PROFD_SANDBOX", "").strip().lower() in ("0", "off", "no", "false"):
+    if sandbox_disabled():
         return "unavailable: disabled by PROFD_SANDBOX=off"
     arch = _arch()
     if arch not in AUDIT_ARCH:
@@ -398,9 +424,9 @@ def apply_seccomp(pid: Optional[int] = None) -> str:
         arr = (_SockFilter * len(prog))(*[_SockFilter(c, jt, jf, k) for c, jt, jf, k in prog])
         fprog = _SockFprog(len(prog), ctypes.cast(arr, ctypes.POINTER(_SockFilter)))
         libc = _libc()
-        if libc.prctl(ctypes.c_int(PR_SET_NO_NEW_PRIVS), ctypes.c_ulong(1), ctypes.c_ulong(0), ctypes.c_ulong(0),
-                      ctypes.c_ulong(0)) != 0:
-            return f"unavailable: prctl(PR_SET_NO_NEW_PRIVS): {os.strerror(ctypes.get_errno())}"
+        failed = _no_new_privs(libc)
+        if failed:
+            return failed
         if libc.prctl(ctypes.c_int(PR_SET_SECCOMP), ctypes.c_ulong(SECCOMP_MODE_FILTER), ctypes.byref(fprog),
                       ctypes.c_ulong(0), ctypes.c_ulong(0)) != 0:
             return f"unavailable: prctl(PR_SET_SECCOMP): {os.strerror(ctypes.get_errno())}"
@@ -416,46 +442,23 @@ _PROC_SHARED = ("cpuinfo", "meminfo", "stat", "loadavg", "uptime", "version", "f
 
 def apply_read_restriction() -> str:
     """A second Landlock layer: reads allowed everywhere but other processes' /proc entries."""
-    if os.environ.get("PROFD_SANDBOX", "").strip().lower() in ("0", "off", "no", "false"):
+    if sandbox_disabled():
         return "unavailable: disabled by PROFD_SANDBOX=off"
     abi, why = landlock_abi()
     if abi <= 0:
         return f"unavailable: {why}"
-    libc = _libc()
     access = ACCESS_FS_READ_FILE | ACCESS_FS_READ_DIR
     if abi >= 2:
         # A ruleset that does not handle REFER denies every re-parenting rename (EXDEV): Triton's
         # compile cache renames its tmp dir's files into the cache dir. Handled and allowed here
         # wherever reads are; the write layer still decides where anything may be written.
         access |= ACCESS_FS_REFER
-    attr = _RulesetAttr(handled_access_fs=access)
-    fd = libc.syscall(ctypes.c_long(SYS_LANDLOCK_CREATE_RULESET), ctypes.byref(attr),
-                      ctypes.c_size_t(ctypes.sizeof(attr)), ctypes.c_uint32(0))
-    if fd < 0:
-        return f"unavailable: landlock_create_ruleset: {os.strerror(ctypes.get_errno())}"
-    try:
-        roots = [os.path.join("/", n) for n in os.listdir("/") if n != "proc"]
-        roots += [f"/proc/{os.getpid()}"] + [os.path.join("/proc", n) for n in _PROC_SHARED]
-        for root in roots:
-            try:
-                pfd = os.open(root, os.O_PATH | os.O_CLOEXEC)
-            except OSError:
-                continue
-            try:
-                allowed = access if os.path.isdir(root) else ACCESS_FS_READ_FILE
-                rule = _PathBeneathAttr(allowed_access=allowed, parent_fd=pfd)
-                # (REFER is a directory right: files get READ_FILE alone.)
-                libc.syscall(ctypes.c_long(SYS_LANDLOCK_ADD_RULE), ctypes.c_int(fd),
-                             ctypes.c_int(LANDLOCK_RULE_PATH_BENEATH), ctypes.byref(rule), ctypes.c_uint32(0))
-            finally:
-                os.close(pfd)
-        if libc.prctl(ctypes.c_int(PR_SET_NO_NEW_PRIVS), ctypes.c_ulong(1), ctypes.c_ulong(0), ctypes.c_ulong(0),
-                      ctypes.c_ulong(0)) != 0:
-            return f"unavailable: prctl(PR_SET_NO_NEW_PRIVS): {os.strerror(ctypes.get_errno())}"
-        if libc.syscall(ctypes.c_long(SYS_LANDLOCK_RESTRICT_SELF), ctypes.c_int(fd), ctypes.c_uint32(0)) < 0:
-            return f"unavailable: landlock_restrict_self: {os.strerror(ctypes.get_errno())}"
-    finally:
-        os.close(fd)
+    roots = [os.path.join("/", n) for n in os.listdir("/") if n != "proc"]
+    roots += [f"/proc/{os.getpid()}"] + [os.path.join("/proc", n) for n in _PROC_SHARED]
+    # Roots that are missing or refused are simply not readable: nothing to report.
+    failed, _, _ = _landlock_restrict_self(access, roots)
+    if failed:
+        return failed
     return "landlock: other processes' /proc entries unreadable"
 
 
@@ -473,7 +476,7 @@ def protections() -> dict[str, str]:
     """What the running kernel can enforce for a candidate, without restricting this process
     (for ``profd doctor`` and the report): {protection: "enforced by ..." or "NOT enforced: why"}."""
     abi, why = landlock_abi()
-    off = os.environ.get("PROFD_SANDBOX", "").strip().lower() in ("0", "off", "no", "false")
+    off = sandbox_disabled()
     seccomp_ok = _arch() in AUDIT_ARCH
     try:
         seccomp_ok = seccomp_ok and "Seccomp:" in Path("/proc/self/status").read_text()

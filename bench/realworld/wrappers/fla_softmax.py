@@ -18,21 +18,7 @@ IS_AMD = torch.version.hip is not None  # shim: fla.utils.IS_AMD (device_platfor
 autotune_cache_kwargs = {}
 
 
-def _interpreter_autotune(fn):
-    """shim, CPU only: Triton's interpreter has no driver to time autotune configs with, so the
-    autotuner gets a wall-clock benchmarker (each config still runs, and the fastest is kept)."""
-    from triton.runtime.autotuner import Autotuner
-
-    def bench(kernel_call, quantiles=None, **_):
-        t0 = time.perf_counter()
-        kernel_call()
-        ms = (time.perf_counter() - t0) * 1e3
-        return [ms, ms, ms] if quantiles else ms
-
-    while fn is not None and not isinstance(fn, Autotuner):
-        fn = getattr(fn, "fn", None)
-    if fn is not None:
-        fn.do_bench = bench
+# @@ include interpreter_autotune @@
 
 
 # @@ upstream code @@
@@ -70,8 +56,4 @@ def bytes_moved(x):
     return 2 * x.numel() * x.element_size()
 
 
-if __name__ == "__main__":
-    torch.manual_seed(0)
-    inputs = get_inputs(**BENCH_SHAPE)
-    err = (kernel(*inputs) - reference(*inputs)).abs().max().item()
-    print(f"max abs error {err:.3e}")
+# @@ include main @@

@@ -10,20 +10,10 @@ ON_GPU = DEVICE == "cuda"
 # ---- shims for liger_kernel internals the upstream code imports ----
 # shim: cross_entropy.py imports tanh from libdevice when triton >= 3 (not NPU); it is only used
 # with softcapping. Triton's CPU interpreter has no libdevice, so a tl-only tanh stands in there.
-if ON_GPU:
-    from triton.language.extra.libdevice import tanh
-else:
-    @triton.jit
-    def tanh(x):
-        return 2.0 * tl.sigmoid(2.0 * x) - 1.0
+# @@ include tanh @@
 
 
-def infer_device_arch(device_id: int = 0) -> str:
-    """shim for liger_kernel.utils.infer_device_arch: only the Blackwell test matters here."""
-    if not torch.cuda.is_available() or torch.version.hip:
-        return DEVICE
-    major, minor = torch.cuda.get_device_capability(device_id)
-    return {9: "hopper", 10: "blackwell", 12: "blackwell_consumer"}.get(major, f"sm_{major}{minor}")
+# @@ include infer_device_arch @@
 
 
 # @@ upstream code @@
@@ -68,8 +58,4 @@ def bytes_moved(logits, target):
     return logits.numel() * logits.element_size() + target.numel() * target.element_size()
 
 
-if __name__ == "__main__":
-    torch.manual_seed(0)
-    inputs = get_inputs(**BENCH_SHAPE)
-    err = (kernel(*inputs).float() - reference(*inputs).float()).abs().max().item()
-    print(f"max abs error {err:.3e}")
+# @@ include main @@

@@ -12,12 +12,7 @@ ON_GPU = DEVICE == "cuda"
 # ---- shims for liger_kernel internals the upstream code imports ----
 # shim: geglu.py imports tanh from libdevice when triton >= 3 (not NPU). Triton's CPU
 # interpreter has no libdevice, so a tl-only tanh stands in there.
-if ON_GPU:
-    from triton.language.extra.libdevice import tanh
-else:
-    @triton.jit
-    def tanh(x):
-        return 2.0 * tl.sigmoid(2.0 * x) - 1.0
+# @@ include tanh @@
 
 
 # @@ upstream code @@
@@ -57,8 +52,4 @@ def bytes_moved(a, b):
     return 3 * a.numel() * a.element_size()
 
 
-if __name__ == "__main__":
-    torch.manual_seed(0)
-    inputs = get_inputs(**BENCH_SHAPE)
-    err = (kernel(*inputs).float() - reference(*inputs).float()).abs().max().item()
-    print(f"max abs error {err:.3e}")
+# @@ include main @@

@@ -14,16 +14,7 @@ ON_GPU = DEVICE == "cuda"
 # ---- shims for liger_kernel internals the upstream code imports ----
 # shim: rms_norm.py imports rsqrt from libdevice when triton >= 3 (not NPU). Triton's CPU
 # interpreter has no libdevice, so there tl.math.rsqrt (the same function) stands in.
-if ON_GPU:
-    from triton.language.extra.libdevice import rsqrt
-else:
-    @triton.jit
-    def rsqrt(x):
-        return tl.math.rsqrt(x)
-
-
-def set_large_grf_mode(kernel_args):  # shim: only called for XPU devices
-    raise NotImplementedError("XPU only")
+# @@ include liger_rsqrt @@
 
 
 # @@ upstream code @@
@@ -68,8 +59,4 @@ def bytes_moved(x, w):
     return 2 * x.numel() * x.element_size() + w.numel() * w.element_size()
 
 
-if __name__ == "__main__":
-    torch.manual_seed(0)
-    inputs = get_inputs(**BENCH_SHAPE)
-    err = (kernel(*inputs).float() - reference(*inputs).float()).abs().max().item()
-    print(f"max abs error {err:.3e}")
+# @@ include main @@

@@ -13,12 +13,7 @@ ON_GPU = DEVICE == "cuda"
 
 
 # ---- shims for liger_kernel internals the upstream code imports ----
-def infer_device_arch(device_id: int = 0) -> str:
-    """shim for liger_kernel.utils.infer_device_arch: only the Blackwell test matters here."""
-    if not torch.cuda.is_available() or torch.version.hip:
-        return DEVICE
-    major, minor = torch.cuda.get_device_capability(device_id)
-    return {9: "hopper", 10: "blackwell", 12: "blackwell_consumer"}.get(major, f"sm_{major}{minor}")
+# @@ include infer_device_arch @@
 
 
 # @@ upstream code @@
@@ -58,8 +53,4 @@ def bytes_moved(a, b):
     return 3 * a.numel() * a.element_size()
 
 
-if __name__ == "__main__":
-    torch.manual_seed(0)
-    inputs = get_inputs(**BENCH_SHAPE)
-    err = (kernel(*inputs).float() - reference(*inputs).float()).abs().max().item()
-    print(f"max abs error {err:.3e}")
+# @@ include main @@

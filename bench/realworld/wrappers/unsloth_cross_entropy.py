@@ -35,9 +35,7 @@ def is_hip():
     return bool(getattr(getattr(torch, "version", None), "hip", None))
 
 
-def torch_gpu_device(device):
-    """shim for unsloth.kernels.utils.torch_gpu_device (its single-device branch)."""
-    return nullcontext()
+# @@ include torch_gpu_device @@
 
 
 # @@ upstream code @@
@@ -82,8 +80,4 @@ def bytes_moved(logits, labels):
     return logits.numel() * logits.element_size() + labels.numel() * labels.element_size()
 
 
-if __name__ == "__main__":
-    torch.manual_seed(0)
-    inputs = get_inputs(**BENCH_SHAPE)
-    err = (kernel(*inputs).float() - reference(*inputs).float()).abs().max().item()
-    print(f"max abs error {err:.3e}")
+# @@ include main @@

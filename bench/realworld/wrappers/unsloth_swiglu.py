@@ -11,9 +11,7 @@ ON_GPU = DEVICE == "cuda"
 
 
 # ---- shims for unsloth internals the upstream code imports ----
-def torch_gpu_device(device):
-    """shim for unsloth.kernels.utils.torch_gpu_device (its single-device branch)."""
-    return nullcontext()
+# @@ include torch_gpu_device @@
 
 
 # @@ upstream code @@
@@ -53,8 +51,4 @@ def bytes_moved(e, g):
     return 3 * e.numel() * e.element_size()
 
 
-if __name__ == "__main__":
-    torch.manual_seed(0)
-    inputs = get_inputs(**BENCH_SHAPE)
-    err = (kernel(*inputs).float() - reference(*inputs).float()).abs().max().item()
-    print(f"max abs error {err:.3e}")
+# @@ include main @@
