@@ -236,7 +236,8 @@ def run_target(path: Path, args: argparse.Namespace, work: Path) -> dict[str, An
     res: dict[str, Any] = {"name": path.stem, "file": str(path)}
     res["profile_cold"] = profile_once(path, env, counters=True)
     res["profile_cached"] = profile_once(path, env, counters=False)
-    if not args.skip_watch:
+    if args.watch > 0:
+        args.watch -= 1
         res["watch"] = watch_latency(path, env, work)
     user = work / "user"
     user.mkdir()
@@ -293,7 +294,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--budget", type=int, default=12)
     ap.add_argument("--jobs", type=int, default=12, help="parallel CUDA builds for the grid")
-    ap.add_argument("--skip-watch", action="store_true")
+    ap.add_argument("--watch", type=int, default=1, help="how many targets (the first ones) get the watch test")
     ap.add_argument("--max-seconds", type=float, default=None, help="start no target after this many seconds")
     args = ap.parse_args(argv)
     out = Path(args.out)

@@ -63,7 +63,10 @@ def run_tune(path: Path, budget: int, work: Path, quick: bool, timeout_s: float)
     copy = user / path.name
     shutil.copy(path, copy)
     env = _env(work / "state", work / "triton-cache")
-    cmd = [sys.executable, "-m", "profd.cli", "tune", str(copy), "--budget", str(budget), "--no-llm", "--json"]
+    # profd's own time limit, short of the bench's: a tune that runs long still ends with its
+    # JSON (and what it found), instead of being killed without a word.
+    cmd = [sys.executable, "-m", "profd.cli", "tune", str(copy), "--budget", str(budget), "--no-llm", "--json",
+           "--time", str(max(30, int(timeout_s) - 40))]
     if quick:
         cmd.append("--cpu")
     t0 = time.time()
@@ -71,7 +74,8 @@ def run_tune(path: Path, budget: int, work: Path, quick: bool, timeout_s: float)
         cp = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s)
         rc, out, err = cp.returncode, cp.stdout, cp.stderr
     except subprocess.TimeoutExpired as e:
-        rc, out, err = None, (e.stdout or b"").decode() if isinstance(e.stdout, bytes) else (e.stdout or ""), "timeout"
+        dec = lambda b: b.decode(errors="replace") if isinstance(b, bytes) else (b or "")  # noqa: E731
+        rc, out, err = None, dec(e.stdout), "timeout; progress: " + dec(e.stderr)[-3000:]
     wall = time.time() - t0
     rec: dict[str, Any] = {"rc": rc, "wall_s": round(wall, 2), "stderr_tail": (err or "")[-1500:]}
     try:
@@ -91,7 +95,10 @@ def run_tune(path: Path, budget: int, work: Path, quick: bool, timeout_s: float)
                         (a.get("verdict", {}).get("reason") or "")[:200])
                        for a in attempts if (a.get("status") or "") not in ("", "correct")],
                configs=data.get("triton_configs") or data.get("best_configs"),
-               startup=data.get("startup"), profd_wall_s=data.get("wall_s"))
+               startup=data.get("startup"), profd_wall_s=data.get("wall_s"),
+               attempts=[{"params": (a.get("candidate") or {}).get("params"), "status": a.get("status"),
+                          "median_ms": a.get("median_ms"), "accepted": (a.get("verdict") or {}).get("accepted"),
+                          "reason": ((a.get("verdict") or {}).get("reason") or "")[:160]} for a in attempts])
     # Where the candidates' time went, summed over them (the judge's children: spawn, compile, checks).
     phases: dict[str, float] = {}
     for a in attempts:
@@ -178,7 +185,13 @@ def run_target(name: str, path: Path, args: argparse.Namespace, work: Path, gdir
     pts_ok = [done[v["id"]] for v in todo[2 if tuned else 1:] if done[v["id"]].get("ok") and done[v["id"]].get("ms")]
     res["n_grid"], res["n_grid_ok"] = len(todo_grid), len(pts_ok)
     res["grid_points"] = [{k: (done[v["id"]].get(k) if k != "error" else (done[v["id"]].get(k) or "")[:200] or None)
-                           for k in ("knobs", "ok", "ms", "wall_s", "error")} for v in todo if v["id"] in done]
+                           for k in ("variant", "knobs", "ok", "ms", "bench_ms", "device_ms_1", "device_ms_2", "wall_s",
+                                     "error")} for v in todo if v["id"] in done]
+    # The same ratios on do_bench's medians (host time included), beside the device-time ones.
+    bpts = [done[v["id"]] for v in todo[2 if tuned else 1:] if done[v["id"]].get("ok") and done[v["id"]].get("bench_ms")]
+    tb = done["tuned"].get("bench_ms") if tuned else None
+    if bpts and tb:
+        res["tuned_over_grid_do_bench"] = round(min(r["bench_ms"] for r in bpts) / tb, 3)
     aw = done["as_written"].get("ms")
     tu = done["tuned"].get("ms") if tuned else None
     if tuned and not done["tuned"].get("ok"):
@@ -232,6 +245,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--tag", default="", help="suffix for the result file names")
     args = ap.parse_args(argv)
     args.interpret = args.quick
+    args.device_time = not args.quick  # grid points timed by profd's device timer too (see grid.py)
     args.max_variants = None
     args.verbose = False
     targets: list[tuple[str, Path]] = []

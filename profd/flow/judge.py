@@ -56,6 +56,14 @@ FULL_REP_MS = 250.0
 # confirming is checked TRIALS times per shape on fresh inputs in the confirmation child. At GPU
 # sizes the outputs dominate a child's cost: three calls per shape tripled it for every loser.
 SCREEN_TRIALS = 1
+# ... on the smallest declared shape only (a broken rewrite fails there in about a second); the
+# timed calls' outputs, checked like every output, cover the bench shape. At GPU sizes a 128 MB
+# output costs about half a second to send, store and compare: softmax's screen sent a dozen.
+SCREEN_SHAPES = 1
+# Timed calls: the screen's median of at most 50 (each timed call also returns its outputs, and on
+# an H200 a 40 us kernel's 200 screen calls cost 0.65 s); the confirmation's of up to 200.
+SCREEN_MAX_RUNS = 50
+FULL_MAX_RUNS = 200
 #: A first run goes on to the A/B confirmation when it is faster than the best by at least
 #: this fraction of the noise floor (the confirmation needs the whole floor).
 PROMOTE_FRACTION = 0.5
@@ -229,7 +237,7 @@ class Judge:
     # ------------------------------------------------------------------ one child
 
     def run(self, source_path: Path, rep_ms: float = FULL_REP_MS, time_shapes: str = "bench",
-            trials: int = TRIALS) -> JudgedRun:
+            trials: int = TRIALS, max_runs: int = FULL_MAX_RUNS, shapes: Optional[int] = None) -> JudgedRun:
         """Run ``source_path``'s kernel in a confined child on fresh inputs and check everything it claims.
 
         ``trials`` calls per declared shape (the screen makes one: a candidate that gets that far
@@ -237,13 +245,14 @@ class Judge:
         meta = self.ref.meta(self.timeout_s)
         # Like verify(): TRIALS calls per declared shape, one on the bench shape unless it is declared.
         order = meta.get("order") or list(range(int(meta["shapes"])))
-        plan: list[Any] = [i for i in order for _ in range(max(1, trials))]
-        if not meta.get("bench_in_shapes"):
+        plan: list[Any] = [i for i in order[:shapes] for _ in range(max(1, trials))]
+        if not meta.get("bench_in_shapes") and shapes is None:
             plan.append("bench")
         verify = [{"shape": s, "seed": _random.randbelow(2**31)} for s in plan]
         req = {"original": str(self.path), "candidate": str(Path(source_path).resolve()), "verify": verify,
                "bench_seeds": [_random.randbelow(2**31) for _ in range(2)], "force_cpu": self.force_cpu,
-               "sys_path": [str(self.path.parent)], "rep_ms": rep_ms, "time_shapes": time_shapes}
+               "sys_path": [str(self.path.parent)], "rep_ms": rep_ms, "time_shapes": time_shapes,
+               "max_runs": max_runs}
         self.children_last += 1
         # Two outputs per verification call (NaN and sentinel poison), each at most a few times the
         # inputs' size, plus the timed calls' 64 MiB: more than that is a flood, whatever the kernel.
@@ -508,7 +517,7 @@ class Judge:
         f = candidate_file(self.path, cand.id, cand.source)
         # A short first timing: most candidates are losers, and one child with a short timing
         # says so; only a potential winner pays the full A/B re-check below.
-        r = self.run(f, rep_ms=SCREEN_REP_MS, trials=SCREEN_TRIALS)
+        r = self.run(f, rep_ms=SCREEN_REP_MS, trials=SCREEN_TRIALS, max_runs=SCREEN_MAX_RUNS, shapes=SCREEN_SHAPES)
         m = r.measurement
         if not m.correct:
             return reject(f"incorrect: {m.verdict.status.value}: {m.verdict.message}", r.cause, m)

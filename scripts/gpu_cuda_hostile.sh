@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Issues 14, 15 and 16 figures in one GPU call (results: $OUT/ch.tar.gz):
+#   1. bench/hostile_gpu.py: the GPU-only attacks on the judge (side streams, patched CUDA events);
+#   2. bench/kernelbench_memory.py on KernelBench's level-1 RMSNorm at full size (.kb/36_RMSNorm_.py);
+#   3. bench/cuda_gpu.py on the CUDA examples and KernelBench's tiled-matmul solution
+#      (.kb/kb_tiled_matmul.py, from bench/kernelbench_cuda.py), as time allows.
+# Needs .whl (openai, watchdog, ...) and .kb carried: the machine has no network.
+set -u
+cd "$(dirname "$0")/.."
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+  && export PYTHONPATH=/tmp/site:$PWD
+export PYTHONUNBUFFERED=1
+O=/tmp/ch; mkdir -p $O
+START=$(date +%s)
+{ nvidia-smi --query-gpu=name,driver_version --format=csv,noheader; which nvcc; nvcc --version | tail -2
+  python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"; } > $O/env.txt 2>&1
+cat $O/env.txt
+if [ "${SKIP_HOSTILE:-0}" != 1 ]; then
+  timeout 150 python3 bench/hostile_gpu.py --out $O/hostile > $O/hostile.log 2>&1; echo "hostile_gpu rc=$?"
+  tail -30 $O/hostile/hostile-gpu.md 2>/dev/null || tail -20 $O/hostile.log
+fi
+if [ "${SKIP_KBMEM:-0}" != 1 ] && [ -f .kb/36_RMSNorm_.py ]; then
+  timeout 150 python3 bench/kernelbench_memory.py --problem .kb/36_RMSNorm_.py --out $O/kbmem --timeout 130 > $O/kbmem.log 2>&1
+  echo "kernelbench_memory rc=$?"; tail -12 $O/kbmem.log
+fi
+LEFT=$(( ${BENCH_DEADLINE_S:-540} - ($(date +%s) - START) ))
+echo "cuda bench with ${LEFT}s left"
+timeout $(( LEFT > 30 ? LEFT - 15 : 15 )) python3 bench/cuda_gpu.py --out $O/cuda --max-seconds $(( LEFT - 200 )) \
+  --budget ${CUDA_BUDGET:-8} ${CUDA_ARGS:-} --targets ${CUDA_TARGETS:-examples/kernels/cuda_matmul.py .kb/kb_tiled_matmul.py \
+  examples/kernels/cuda_reduce.py examples/kernels/kernelbench_cuda_add.py} > $O/cuda.log 2>&1
+echo "cuda_gpu rc=$?"; grep -v "^ *$" $O/cuda.log | tail -20
+tar -C /tmp -czf "$OUT/ch.tar.gz" ch
