@@ -129,6 +129,20 @@ def check_mail(cfg: Config) -> Check:
     return Check("mail", res.ok, detail, "" if res.ok else "check host, port, security and the password source")
 
 
+def check_sandbox() -> Check:
+    """Which of the candidate child's protections this kernel enforces (Landlock, seccomp)."""
+    from profd.harness.sandbox import protections
+
+    p = protections()
+    missing = [k for k, v in p.items() if not v.startswith("enforced")]
+    detail = "; ".join(f"{k}: {v}" for k, v in p.items())
+    if not missing:
+        return Check("sandbox", True, detail)
+    return Check("sandbox", False, detail,
+                 "candidates (an LLM's above all) run with less confinement here: use a kernel with Landlock "
+                 "(5.13+) and seccomp, and leave PROFD_SANDBOX unset")
+
+
 def run_checks(cfg: Config, progress: Callable[[Check], None] = lambda c: None) -> list[Check]:
     """All checks in order; each reported through ``progress`` as it finishes."""
     out: list[Check] = []
@@ -136,7 +150,7 @@ def run_checks(cfg: Config, progress: Callable[[Check], None] = lambda c: None) 
         out.append(fn())
         progress(out[-1])
     has_gpu = out[-1].ok
-    for c in (check_profiler(has_gpu), check_llm(cfg), check_mail(cfg)):
+    for c in (check_profiler(has_gpu), check_sandbox(), check_llm(cfg), check_mail(cfg)):
         out.append(c)
         progress(c)
     return out

@@ -63,7 +63,19 @@ def test_mail_probe_up_and_down(cfg: config.Config) -> None:
 def test_doctor_runs_every_check_without_a_gpu(cfg: config.Config) -> None:
     seen = []
     checks = run_checks(cfg, progress=seen.append)
-    assert [c.name for c in checks] == ["state", "gpu", "profiler", "llm", "mail"] == [c.name for c in seen]
+    assert [c.name for c in checks] == ["state", "gpu", "profiler", "sandbox", "llm", "mail"] == [c.name for c in seen]
     assert check_state_dir().ok
     assert all(c.detail for c in checks)
     assert all(c.fix for c in checks if not c.ok)
+
+
+def test_doctor_says_which_candidate_protections_the_kernel_enforces(monkeypatch: pytest.MonkeyPatch) -> None:
+    from profd.doctor import check_sandbox
+
+    on = check_sandbox()
+    for what in ("writes outside scratch", "other processes' /proc", "network", "signals outside its group",
+                 "metadata changes"):
+        assert what in on.detail
+    monkeypatch.setenv("PROFD_SANDBOX", "off")
+    off = check_sandbox()
+    assert not off.ok and "NOT enforced: PROFD_SANDBOX=off" in off.detail and off.fix

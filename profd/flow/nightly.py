@@ -112,7 +112,7 @@ class SayLines:
 
 def night_for(path: Path, store: Store, cfg: Config, *, has_gpu: bool, runner: Optional[harness.Runner] = None,
               should_stop: Callable[[], bool] = lambda: False, started: Optional[float] = None,
-              say: Callable[[str], None] = lambda s: None) -> TargetNight:
+              say: Callable[[str], None] = lambda s: None, gpu_index: Optional[int] = None) -> TargetNight:
     """One target's nightly pass: re-check, drift, tune; returns its summary.
 
     ``say`` gets a line per step and per candidate tried, so a long tuning pass is never silent.
@@ -125,7 +125,7 @@ def night_for(path: Path, store: Store, cfg: Config, *, has_gpu: bool, runner: O
     t0 = time.time()
     say(f"nightly: {path.name}: verifying and timing")
     res = profile(path, store, counters=cfg.run.counters and has_gpu, timeout_s=cfg.run.timeout_s,
-                  force_cpu=cfg.run.force_cpu, runner=runner)
+                  force_cpu=cfg.run.force_cpu, runner=runner, gpu_index=gpu_index)
     m = res.measurement
     device = m.device.name if m.device else None
     say(f"nightly: {path.name}: " + (f"correct, {m.timing.median_ms:.4g} ms" if m.correct and m.timing else
@@ -140,7 +140,7 @@ def night_for(path: Path, store: Store, cfg: Config, *, has_gpu: bool, runner: O
         progress = Progress(cfg.nightly.budget, stream=SayLines(say, f"nightly: {path.name}: "))
         tuned = tune(path, store, budget=cfg.nightly.budget, advisors=build_advisors(cfg), runner=runner, warm=runner,
                      counters=False, force_cpu=cfg.run.force_cpu, timeout_s=cfg.run.timeout_s, kind="nightly",
-                     should_stop=should_stop, progress=progress)
+                     should_stop=should_stop, progress=progress, gpu_index=gpu_index)
         notes += tuned.notes[:3]
         say(f"nightly: {path.name}: tuning done, {tuned.evaluated} tried; {tuned.stopped}")
     y = _yesterday(store, path, device, started)
@@ -356,7 +356,7 @@ def nightly_job(ctx: JobContext, job: Job) -> None:
 
     path = Path(job.path)
     night = night_for(path, ctx.store, ctx.config, has_gpu=ctx.has_gpu, runner=ctx.runner,
-                      should_stop=lambda: ctx.should_yield(job), say=ctx.say)
+                      should_stop=lambda: ctx.should_yield(job), say=ctx.say, gpu_index=ctx.gpu_index)
     key = f"{job.id:08d}-{path.stem}.json"
     write_private(pending_dir() / key,
                   json.dumps({"path": str(path), "summary": night.summary.to_dict(), "notes": night.notes}))

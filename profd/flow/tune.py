@@ -289,7 +289,7 @@ def tune(path: Path, store: Store, *, budget: int = 24, time_budget_s: Optional[
          counters: bool = False, force_cpu: bool = False, timeout_s: float = 120.0, kind: str = "tune",
          progress: Optional[Progress] = None, should_stop: Callable[[], bool] = lambda: False,
          stop_reason: Optional[Callable[[], str]] = None, device_spec: Any = None, batch: int = 2,
-         allow_fallback: bool = False, warm: Any = None) -> TuneResult:
+         allow_fallback: bool = False, warm: Any = None, gpu_index: Optional[int] = None) -> TuneResult:
     """Tune ``path`` with ``budget`` candidates (and optionally a time budget in seconds).
 
     ``should_stop`` is polled between candidates (and a measurement in flight when it
@@ -317,7 +317,7 @@ def tune(path: Path, store: Store, *, budget: int = 24, time_budget_s: Optional[
     try:
         # Stopped during the baseline: profile() raises Cancelled and stores nothing.
         base = profile(path, store, counters=counters, timeout_s=timeout_s, force_cpu=force_cpu, runner=runner,
-                       time_shapes="all", cancelled=should_stop)
+                       time_shapes="all", cancelled=should_stop, gpu_index=gpu_index)
     except BaseException:
         judge.close()
         raise
@@ -640,7 +640,8 @@ def tune_job(ctx: JobContext, job: Job) -> None:
     budget = cfg.run.auto_tune_budget or cfg.run.tune_budget
     res = tune(path, ctx.store, budget=budget, advisors=build_advisors(cfg), runner=ctx.runner, warm=ctx.runner,
                counters=cfg.run.counters and ctx.has_gpu, force_cpu=cfg.run.force_cpu,
-               timeout_s=cfg.run.timeout_s, kind=job.kind.value, should_stop=lambda: ctx.should_yield(job))
+               timeout_s=cfg.run.timeout_s, kind=job.kind.value, should_stop=lambda: ctx.should_yield(job),
+               gpu_index=ctx.gpu_index)
     if res.stopped.startswith("pre-empted"):
         ctx.queue.requeue(job, "pre-empted by a save; will resume")
         ctx.say(f"tuning {path.name} paused for a save ({res.evaluated} candidates tried)")
@@ -692,7 +693,18 @@ def summary(r: TuneResult) -> str:
         lines += ["    " + ln for ln in text.splitlines()]
     for n in r.notes[:5]:
         lines.append(f"  note: {n}")
+    lines.append("  candidates ran confined: " + _confinement())
     return "\n".join(lines)
+
+
+def _confinement() -> str:
+    """The candidate child's protections on this kernel, in one line (what profd doctor checks)."""
+    from profd.harness.sandbox import protections
+
+    p = protections()
+    missing = [k for k, v in p.items() if not v.startswith("enforced")]
+    return ("every protection enforced (writes, /proc, network, signals, metadata, secrets)" if not missing
+            else "NOT enforced here: " + ", ".join(missing) + " (see profd doctor)")
 
 
 def _shape_text(shape: dict[str, Any]) -> str:
