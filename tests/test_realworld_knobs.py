@@ -84,3 +84,28 @@ def test_the_search_has_something_to_try_on_every_target(corpus_files) -> None:
         if not DeterministicAdvisor().propose(ctx, 4):
             empty.append(name)
     assert not empty, f"no candidates for {empty}"
+
+
+def test_the_search_reaches_swiglus_grid_best_and_never_moves_a_buffer_bound(corpus_files) -> None:
+    """unsloth's SwiGLU: the H200 grid's best is BLOCK_SIZE 512 with 1-2 warps (3.4x); before the joint
+    pattern search the advisor ran dry after 16 proposals without it, three of them moving
+    ``INT32_SAFETY_BUFFER`` (a 2**31 bound, not a size)."""
+    from advisors.base import Attempt
+    from profd.model import CandidateVerdict
+
+    path = corpus_files[1]["unsloth_swiglu"]
+    source = path.read_text()
+    ctx = TuneContext(path=str(path), original_source=source, best_source=source, best_median_ms=1.0)
+    ctx.knobs = discover(source, str(path))
+    adv = DeterministicAdvisor()
+    seen: list[dict] = []
+    while len(seen) < 24:
+        props = adv.propose(ctx, 4)
+        if not props:
+            break
+        for c in props:
+            seen.append(dict(c.params))
+            ctx.history.append(Attempt(c, CandidateVerdict(c.id, False, "not faster", None, 0.99)))
+    assert len(seen) == 24, f"the search ran dry after {len(seen)}"
+    assert not any("INT32_SAFETY_BUFFER" in p for p in seen)
+    assert any(p.get("BLOCK_SIZE") == 512 and p.get("num_warps") in (1, 2) for p in seen), seen

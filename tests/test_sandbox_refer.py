@@ -35,3 +35,34 @@ def test_a_reparenting_rename_still_works_under_the_read_layer() -> None:
     cp = subprocess.run([sys.executable, "-c", PROG], capture_output=True, text=True, timeout=60)
     assert cp.returncode == 0, cp.stdout + cp.stderr
     assert cp.stdout.strip().endswith("ok")
+
+
+def test_a_marker_after_a_big_output_is_timestamped_when_it_arrives(tmp_path, monkeypatch) -> None:
+    """The judge's clock bracket is the arrival times of two markers. Storing an output must not
+    delay reading the frame after it (on an H200 a 256 MB blob written to disk first shrank the
+    bracket below the timings it checks, and the user's original was refused as forged)."""
+    import os
+    import time
+    from pathlib import Path
+
+    from profd.harness import channel
+
+    slow = Path.write_bytes
+
+    def slow_write(self, data):  # a slow disk
+        time.sleep(0.8)
+        return slow(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", slow_write)
+    r, w = os.pipe()
+    reader = channel.Reader(r, tmp_path, 1 << 30)
+    reader.start()
+    channel.send(w, b"O", b"x" * (4 << 20))
+    sent = time.monotonic()
+    channel.send_json(w, b"M", {"clock": "start"})
+    os.close(w)
+    reader.join(timeout=10)
+    (stamp, mark), = reader.got.markers
+    assert mark == {"clock": "start"}
+    assert stamp - sent < 0.4, f"the marker was read {stamp - sent:.2f} s after it was sent"
+    assert reader.got.outputs and reader.got.outputs[0].read_bytes() == b"x" * (4 << 20)
