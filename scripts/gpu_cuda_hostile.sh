@@ -7,14 +7,8 @@
 # Needs .whl (openai, watchdog, ...) and .kb carried: the machine has no network.
 set -u
 cd "$(dirname "$0")/.."
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-  && export PYTHONPATH=/tmp/site:$PWD
-export PYTHONUNBUFFERED=1
-O=/tmp/ch; mkdir -p $O
+O=/tmp/ch; . scripts/_gpu_env.sh
 START=$(date +%s)
-{ nvidia-smi --query-gpu=name,driver_version --format=csv,noheader; which nvcc; nvcc --version | tail -2
-  python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"; } > $O/env.txt 2>&1
-cat $O/env.txt
 if [ "${SKIP_HOSTILE:-0}" != 1 ]; then
   timeout 150 python3 bench/hostile_gpu.py --out $O/hostile > $O/hostile.log 2>&1; echo "hostile_gpu rc=$?"
   tail -30 $O/hostile/hostile-gpu.md 2>/dev/null || tail -20 $O/hostile.log

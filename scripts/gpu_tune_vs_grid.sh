@@ -5,13 +5,7 @@
 # wheels profd needs in .whl/ (carried: the GPU machine has no network). Results: $OUT/tvg.tar.gz.
 set -u
 cd "$(dirname "$0")/.."
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-  && export PYTHONPATH=/tmp/site:$PWD
-export PYTHONUNBUFFERED=1
-O=/tmp/tvg; mkdir -p $O
-{ nvidia-smi --query-gpu=name,driver_version,clocks.sm,temperature.gpu --format=csv,noheader
-  python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"; } > $O/env.txt 2>&1
-cat $O/env.txt
+O=/tmp/tvg; . scripts/_gpu_env.sh
 ORDER=${ORDER:-"liger_layer_norm unsloth_swiglu liger_rms_norm fla_softmax liger_cross_entropy unsloth_geglu \
 unsloth_cross_entropy liger_softmax vector_add softmax transpose layernorm kernelbench_relu fla_matmul \
 flaggems_log_softmax liger_swiglu liger_geglu matmul"}
