@@ -56,10 +56,9 @@ FULL_REP_MS = 250.0
 # confirming is checked again on every shape on fresh inputs in the confirmation child. At GPU
 # sizes the outputs dominate a child's cost: three calls per shape tripled it for every loser.
 SCREEN_TRIALS = 1
-# ... on the smallest declared shape only (a broken rewrite fails there in about a second); the
-# timed calls' outputs, checked like every output, cover the bench shape. At GPU sizes a 128 MB
-# output costs about half a second to send, store and compare: softmax's screen sent a dozen.
-SCREEN_SHAPES = 1
+# ... smallest first (a broken rewrite fails there first); the timed calls' outputs, checked like
+# every output, cover the bench shape. At GPU sizes a 128 MB output costs about half a second to
+# send, store and compare: softmax's screen, three checks per shape, sent a dozen.
 # The confirmation child: every declared shape on fresh inputs, once each (with the bench shape's
 # timed calls' outputs). Three per shape made each promising candidate cost ~25 s at GPU sizes.
 CONFIRM_TRIALS = 1
@@ -240,7 +239,8 @@ class Judge:
     # ------------------------------------------------------------------ one child
 
     def run(self, source_path: Path, rep_ms: float = FULL_REP_MS, time_shapes: str = "bench",
-            trials: int = TRIALS, max_runs: int = FULL_MAX_RUNS, shapes: Optional[int] = None) -> JudgedRun:
+            trials: int = TRIALS, max_runs: int = FULL_MAX_RUNS, shapes: Optional[int] = None,
+            bench_check: bool = True) -> JudgedRun:
         """Run ``source_path``'s kernel in a confined child on fresh inputs and check everything it claims.
 
         ``trials`` calls per declared shape, on the ``shapes`` smallest (all when None; the screen
@@ -249,7 +249,7 @@ class Judge:
         # Like verify(): TRIALS calls per declared shape, one on the bench shape unless it is declared.
         order = meta.get("order") or list(range(int(meta["shapes"])))
         plan: list[Any] = [i for i in order[:shapes] for _ in range(max(1, trials))]
-        if not meta.get("bench_in_shapes") and shapes is None:
+        if not meta.get("bench_in_shapes") and bench_check:
             plan.append("bench")
         verify = [{"shape": s, "seed": _random.randbelow(2**31)} for s in plan]
         req = {"original": str(self.path), "candidate": str(Path(source_path).resolve()), "verify": verify,
@@ -522,7 +522,7 @@ class Judge:
         f = candidate_file(self.path, cand.id, cand.source)
         # A short first timing: most candidates are losers, and one child with a short timing
         # says so; only a potential winner pays the full A/B re-check below.
-        r = self.run(f, rep_ms=SCREEN_REP_MS, trials=SCREEN_TRIALS, max_runs=SCREEN_MAX_RUNS, shapes=SCREEN_SHAPES)
+        r = self.run(f, rep_ms=SCREEN_REP_MS, trials=SCREEN_TRIALS, max_runs=SCREEN_MAX_RUNS, bench_check=False)
         m = r.measurement
         if not m.correct:
             return reject(f"incorrect: {m.verdict.status.value}: {m.verdict.message}", r.cause, m)
@@ -542,7 +542,7 @@ class Judge:
                                                                                        ctx.best_source)
         # The best was confirmed when it was kept (the original is the user's): its re-run is
         # for the A/B timing, so it is checked on the smallest shape and its timed calls only.
-        b2 = self.run(best_file, trials=1, shapes=1)
+        b2 = self.run(best_file, trials=1, shapes=1, bench_check=False)
         c2 = self.run(f, time_shapes="all", trials=CONFIRM_TRIALS)
         if not (b2.measurement.correct and b2.measurement.timing):
             return reject(f"the confirmation run of the current best failed: {b2.measurement.verdict.message}",
