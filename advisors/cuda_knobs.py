@@ -1212,6 +1212,13 @@ def pad_shared_tile(source: str, array: str = "", line: Optional[int] = None, pa
     return new
 
 
+def tile_knobs(knobs: CudaKnobs) -> list[CudaKnob]:
+    """Tile sizes that size both the block and a shared tile, however they are spelled: a
+    ``#define TILE 16`` or KernelBench's ``constexpr int TILE_SIZE = 16;``."""
+    return [kn for kn in knobs.knobs if kn.kind in ("define", "constexpr") and kn.where == "cuda"
+            and "shared" in kn.feeds and "block" in kn.feeds and isinstance(kn.value, int)]
+
+
 def needs_cuda(source: Union[str, Path]) -> bool:
     """Does this Python target build CUDA code (load_inline / load / CuPy)? Cheap enough for the loader."""
     text = source.read_text() if isinstance(source, Path) else source

@@ -130,11 +130,10 @@ def _touch_cuda(src: str) -> str:
 def grid_sources(source: str) -> list[tuple[dict[str, Any], str]]:
     """Every combination of the knobs the CUDA advisor moves, rewritten where they are defined."""
     from advisors.cuda_knobs import (CudaRewriteError, discover_cuda, launch_threads, pad_shared_tile,
-                                     set_cuda_knob, set_threads_per_block)
+                                     set_cuda_knob, set_threads_per_block, tile_knobs)
 
     k = discover_cuda(source)
-    tiles = [kn for kn in k.knobs if kn.kind in ("define", "constexpr") and kn.where == "cuda"
-             and "shared" in kn.feeds and "block" in kn.feeds and isinstance(kn.value, int)]
+    tiles = tile_knobs(k)
     arrays = [a.name for a in k.shared if len(a.dims) == 2 and not a.padded]
     sizes: list[tuple[str, Any]] = []
     if tiles:

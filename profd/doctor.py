@@ -131,10 +131,10 @@ def check_mail(cfg: Config) -> Check:
 
 def check_sandbox() -> Check:
     """Which of the candidate child's protections this kernel enforces (Landlock, seccomp)."""
-    from profd.harness.sandbox import protections
+    from profd.harness.sandbox import protections, unenforced
 
     p = protections()
-    missing = [k for k, v in p.items() if not v.startswith("enforced")]
+    missing = unenforced(p)
     detail = "; ".join(f"{k}: {v}" for k, v in p.items())
     if not missing:
         return Check("sandbox", True, detail)

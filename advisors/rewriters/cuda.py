@@ -13,7 +13,7 @@ from typing import Any, Iterator, Optional
 
 from advisors.base import TuneContext, source_digest, unified_diff
 from advisors.cuda_knobs import (CudaKnobs, CudaRewriteError, discover_cuda, launch_threads, needs_cuda,
-                                 pad_shared_tile, set_cuda_knob, set_threads_per_block)
+                                 pad_shared_tile, set_cuda_knob, set_threads_per_block, tile_knobs)
 from profd.model import Candidate
 
 #: Threads per block to try, most promising first for memory-bound kernels.
@@ -56,10 +56,7 @@ class CudaAdvisor:
                            {"pad": arr.name})
                 except CudaRewriteError:
                     pass
-        # A tile size that sizes both the block and the shared tile, however it is spelled: a
-        # ``#define TILE 16`` or KernelBench's ``constexpr int TILE_SIZE = 16;``.
-        tiles = [kn for kn in k.knobs if kn.kind in ("define", "constexpr") and kn.where == "cuda"
-                 and "shared" in kn.feeds and "block" in kn.feeds and isinstance(kn.value, int)]
+        tiles = tile_knobs(k)
         for launch in k.launches:
             if any(t.kernel in ("", launch.kernel) for t in tiles):
                 continue  # the tile define sets this launch's block: moved below, with the tile

@@ -370,9 +370,7 @@ class DeterministicAdvisor:
         order: list[tuple[Knob, Optional[str]]] = list(self._lever_order(ctx, knobs))
         named = {id(k) for k, _ in order}
         rank = {"constexpr": 0, "block": 0, "num_warps": 1, "num_stages": 2, "autotune": 3}
-        fixed = {id(r.block)} if cls == "rowwise" and r.block is not None else set()
-        if cls == "rowwise" and r.bn is not None:
-            fixed.add(id(r.bn))
+        fixed = _row_covering(r, cls)
         if not knobs.has_loop(self._kernel(knobs)) and r.stages is not None and r.stages.site == "absent":
             fixed.add(id(r.stages))  # no loop to pipeline: num_stages changes nothing
         # Flags and sizes of the problem (HAS_BIAS, LONG_INDEXING, eps) are not launch knobs: only
@@ -428,23 +426,20 @@ class DeterministicAdvisor:
                     if c:
                         yield c
 
-
     def _axes(self, knobs: Knobs, r: _Roles, tiled_dot: bool, cls: str) -> list[tuple[Knob, list[int], str]]:
         """(knob, values, scale) for each searched axis of the kernel being tuned; scale is "log2"
         (sizes, warps) or "linear" (stages), for the distance between configurations."""
         kernel = self._kernel(knobs)
         axes: list[tuple[Knob, list[int], str]] = []
-        fixed = set()
-        if cls == "rowwise":
-            fixed |= {id(k) for k in (r.block, r.bn) if k is not None}  # the block covers the row
+        fixed = _row_covering(r, cls)
         sizes = [k for k in (r.bm, r.bn, r.bk) if k is not None] if tiled_dot else \
             [k for k in knobs._for_kernel(kernel) if _tunable(k) and k.kind in ("constexpr", "block")
              and _POW2.search(k.param or k.name) and _int(_cur(k)) and id(k) not in fixed
              and k not in (r.warps, r.stages, r.group)]
         for k in sizes[:3]:
-            v = _cur(k) or 0
-            if v > _MAX_BLOCK_1D or v & (v - 1):
+            if not _sizeish(k):
                 continue  # not a power-of-two size (a buffer bound, an element count)
+            v = _cur(k) or 0
             lo, hi = (16, _MAX_TILE) if tiled_dot else (1, _MAX_BLOCK_1D)
             vals = [x for x in (v >> 3, v >> 2, v >> 1, v, v << 1, v << 2, v << 3) if lo <= x <= hi]
             axes.append((k, sorted(set(vals)), "log2"))
@@ -486,6 +481,11 @@ class DeterministicAdvisor:
                            + ", ".join(f"{k.name} {cv} -> {v}" for (k, _, _), v, cv in zip(axes, combo, cur) if v != cv))
             if c:
                 yield c
+
+
+def _row_covering(r: _Roles, cls: str) -> set[int]:
+    """ids of the knobs a row-wise kernel's correctness rests on (its block covers the row): never searched."""
+    return {id(k) for k in (r.block, r.bn) if k is not None} if cls == "rowwise" else set()
 
 
 def _sizeish(k: Knob) -> bool:

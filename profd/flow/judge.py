@@ -52,15 +52,12 @@ NOISE_FLOOR_PCT = {True: 1.0, False: 5.0}  # representative GPU timing vs CPU in
 #: sub-millisecond kernel; a potential winner is re-timed at full length beside the best.
 SCREEN_REP_MS = 60.0
 FULL_REP_MS = 250.0
-# The screen checks each declared shape once (plus the timed calls' outputs); a candidate worth
-# confirming is checked again on every shape on fresh inputs in the confirmation child. At GPU
-# sizes the outputs dominate a child's cost: three calls per shape tripled it for every loser.
+# The screen checks each declared shape once, smallest first (a broken rewrite fails there first);
+# the timed calls' outputs, checked like every output, cover the bench shape. The confirmation
+# child checks every shape once more on fresh inputs. At GPU sizes the outputs dominate a child's
+# cost (a 128 MB output takes about half a second to send, store and compare): three checks per
+# shape sent a dozen in softmax's screen and made each promising candidate cost ~25 s.
 SCREEN_TRIALS = 1
-# ... smallest first (a broken rewrite fails there first); the timed calls' outputs, checked like
-# every output, cover the bench shape. At GPU sizes a 128 MB output costs about half a second to
-# send, store and compare: softmax's screen, three checks per shape, sent a dozen.
-# The confirmation child: every declared shape on fresh inputs, once each (with the bench shape's
-# timed calls' outputs). Three per shape made each promising candidate cost ~25 s at GPU sizes.
 CONFIRM_TRIALS = 1
 # Timed calls: the screen's median of at most 50 (each timed call also returns its outputs, and on
 # an H200 a 40 us kernel's 200 screen calls cost 0.65 s); the confirmation's of up to 200.
@@ -243,10 +240,10 @@ class Judge:
             bench_check: bool = True) -> JudgedRun:
         """Run ``source_path``'s kernel in a confined child on fresh inputs and check everything it claims.
 
-        ``trials`` calls per declared shape, on the ``shapes`` smallest (all when None; the screen
-        checks one, the confirmation child every shape again on fresh inputs)."""
+        ``trials`` calls per declared shape, on the ``shapes`` smallest (all when None), and with
+        ``bench_check`` one on the bench shape unless it is declared (its timed calls' outputs are
+        checked either way)."""
         meta = self.ref.meta(self.timeout_s)
-        # Like verify(): TRIALS calls per declared shape, one on the bench shape unless it is declared.
         order = meta.get("order") or list(range(int(meta["shapes"])))
         plan: list[Any] = [i for i in order[:shapes] for _ in range(max(1, trials))]
         if not meta.get("bench_in_shapes") and bench_check:

@@ -27,7 +27,7 @@ from typing import Any, Callable, Optional
 
 from advisors.base import Advisor, Attempt, TuneContext, source_digest, unified_diff
 from profd.harness import runner as harness
-from profd.flow.judge import (NOISE_FLOOR_PCT, _target_key, beats, candidate_file, noise_pct,  # noqa: F401
+from profd.flow.judge import (NOISE_FLOOR_PCT, Judge, _target_key, beats, candidate_file, noise_pct,  # noqa: F401
                               promising, source_sha256)
 from profd.model import Candidate, CandidateVerdict, Measurement, Timing
 from profd.paths import artifacts_dir, write_private
@@ -309,8 +309,6 @@ def tune(path: Path, store: Store, *, budget: int = 24, time_budget_s: Optional[
         adopt_secrets(adv)
     t0 = time.time()
     prog = progress or Progress(budget, enabled=False)
-    from profd.flow.judge import Judge
-
     # The judge's reference process (a cold interpreter: torch, CUDA, the user's file) starts now and
     # loads while profile() measures the baseline: seconds off every session's start.
     judge = Judge(path, force_cpu=force_cpu, timeout_s=timeout_s, allow_fallback=allow_fallback, warm=warm)
@@ -345,11 +343,10 @@ def tune(path: Path, store: Store, *, budget: int = 24, time_budget_s: Optional[
                   device_spec=device_spec, batch=batch)
     except BaseException as e:  # Ctrl-C as KeyboardInterrupt, profd's own bug: keep what was found
         result.stopped = result.stopped or f"interrupted ({type(e).__name__})"
+        raise
+    finally:
         judge.close()
         _finish(store, result, advisors, prog, t0)
-        raise
-    judge.close()
-    _finish(store, result, advisors, prog, t0)
     return result
 
 
@@ -405,7 +402,6 @@ class _Prebuilds:
     def submit(self, proposals: list[Candidate]) -> None:
         if not self.wanted or len(proposals) < 2:
             return  # one candidate builds in its own child just as fast
-        from profd.flow.judge import candidate_file
         from profd.harness.cuda_build import PreBuilder, child_cache_dir
 
         if self.pool is None:
@@ -699,10 +695,9 @@ def summary(r: TuneResult) -> str:
 
 def _confinement() -> str:
     """The candidate child's protections on this kernel, in one line (what profd doctor checks)."""
-    from profd.harness.sandbox import protections
+    from profd.harness.sandbox import protections, unenforced
 
-    p = protections()
-    missing = [k for k, v in p.items() if not v.startswith("enforced")]
+    missing = unenforced(protections())
     return ("every protection enforced (writes, /proc, network, signals, metadata, secrets)" if not missing
             else "NOT enforced here: " + ", ".join(missing) + " (see profd doctor)")
 

@@ -472,6 +472,11 @@ def confine_candidate() -> dict[str, str]:
             "metadata changes": filt}
 
 
+def unenforced(p: dict[str, str]) -> list[str]:
+    """The protections of a :func:`protections` table this kernel does not enforce."""
+    return [k for k, v in p.items() if not v.startswith("enforced")]
+
+
 def protections() -> dict[str, str]:
     """What the running kernel can enforce for a candidate, without restricting this process
     (for ``profd doctor`` and the report): {protection: "enforced by ..." or "NOT enforced: why"}."""
