@@ -58,11 +58,11 @@ def _cli(args: list[str], env: dict[str, str], timeout_s: float) -> tuple[Option
         return None, "", "timeout", time.time() - t0
 
 
-def profile_once(path: Path, env: dict[str, str], counters: bool) -> dict[str, Any]:
+def profile_once(path: Path, env: dict[str, str], counters: bool, timeout_s: float = 240) -> dict[str, Any]:
     """One ``profd profile`` from the CLI: verdict, builds, captured kernel names, wall."""
     args = ["profile", str(path), "--json"] + (["--counters"] if counters else [])
-    rc, out, err, wall = _cli(args, env, 600)
-    rec: dict[str, Any] = {"rc": rc, "wall_s": round(wall, 2)}
+    rc, out, err, wall = _cli(args, env, timeout_s)
+    rec: dict[str, Any] = {"rc": rc, "wall_s": round(wall, 2), "stderr_tail": err[-1200:]}
     try:
         d = json.loads(out)
     except (json.JSONDecodeError, TypeError):
@@ -228,16 +228,26 @@ def prebuild(files: list[Path], cache: Path, jobs: int) -> dict[str, Any]:
             "build_s": [round(r.seconds, 1) for r in res], "errors": [r.error_paragraph[:300] for r in res if not r.ok]}
 
 
+def _progress(path: Path, step: str, rec: dict[str, Any]) -> None:
+    """One line per step, so that a call cut short still says how far each target got."""
+    keys = ("rc", "wall_s", "status", "median_ms", "launches_captured", "speedup", "evaluated",
+            "startup_verdict_s", "python comment (cached build)", "CUDA source changed (rebuild)")
+    print(f"   {path.stem} {step}: " + json.dumps({k: rec[k] for k in keys if k in rec}, default=str), flush=True)
+
+
 def run_target(path: Path, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     state, cache = work / "state", work / "cuda-cache"
     state.mkdir()
     env = _env(state, cache)
     res: dict[str, Any] = {"name": path.stem, "file": str(path)}
-    res["profile_cold"] = profile_once(path, env, counters=True)
-    res["profile_cached"] = profile_once(path, env, counters=False)
+    # Cold without counters first: the build and the verdict, apart from what ncu adds.
+    for key, counters in (("profile_cold", False), ("profile_cached", False), ("profile_counters", True)):
+        res[key] = profile_once(path, env, counters=counters)
+        _progress(path, key, res[key])
     if args.watch > 0:
         args.watch -= 1
         res["watch"] = watch_latency(path, env, work)
+        _progress(path, "watch", {k: v for k, v in res["watch"].items() if k != "daemon_tail"})
     user = work / "user"
     user.mkdir()
     copy = user / path.name
@@ -260,6 +270,7 @@ def run_target(path: Path, args: argparse.Namespace, work: Path) -> dict[str, An
     except (json.JSONDecodeError, TypeError):
         tune["error"] = (out + err)[-1500:]
     res["tune"] = tune
+    _progress(path, "tune", tune)
     pts = grid_sources(path.read_text())
     gdir = work / "grid"
     gdir.mkdir()

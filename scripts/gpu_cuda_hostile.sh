@@ -9,6 +9,10 @@ set -u
 cd "$(dirname "$0")/.."
 O=/tmp/ch; . scripts/_gpu_env.sh
 START=$(date +%s)
+# What runs, every 15 s: a step that stalls says where.
+( while sleep 15; do echo "== $(( $(date +%s) - START )) s"; ps -eo pid,etimes,pcpu,rss,args --forest \
+    | grep -v "ps -eo\|sleep 15\|grep" | cut -c1-220 | tail -25; done ) > $O/ps.log 2>&1 &
+PS_LOOP=$!
 if [ "${SKIP_HOSTILE:-0}" != 1 ]; then
   timeout 150 python3 bench/hostile_gpu.py --out $O/hostile > $O/hostile.log 2>&1; echo "hostile_gpu rc=$?"
   tail -30 $O/hostile/hostile-gpu.md 2>/dev/null || tail -20 $O/hostile.log
@@ -23,4 +27,5 @@ timeout $(( LEFT > 30 ? LEFT - 15 : 15 )) python3 bench/cuda_gpu.py --out $O/cud
   --budget ${CUDA_BUDGET:-8} ${CUDA_ARGS:-} --targets ${CUDA_TARGETS:-examples/kernels/cuda_matmul.py .kb/kb_tiled_matmul.py \
   examples/kernels/cuda_reduce.py examples/kernels/kernelbench_cuda_add.py} > $O/cuda.log 2>&1
 echo "cuda_gpu rc=$?"; grep -v "^ *$" $O/cuda.log | tail -20
+kill $PS_LOOP 2>/dev/null
 tar -C /tmp -czf "$OUT/ch.tar.gz" ch

@@ -261,6 +261,22 @@ def test_apply_sandbox_allows_only_its_roots(home_dir: Path, tmp_path: Path) -> 
     assert (allowed / "g").exists()
 
 
+@needs_landlock
+def test_a_moved_cuda_build_cache_stays_writable_for_the_child(home_dir: Path, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    # PROFD_CUDA_CACHE_DIR moves CUDA builds out of ~/.cache; the child builds there, so the
+    # sandbox must let it (on an H200 every CUDA target crashed with EACCES when it did not).
+    cache = tmp_path / "moved-cuda-cache"
+    monkeypatch.setenv("PROFD_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("PROFD_CUDA_CACHE_DIR", str(cache))
+    f = home_dir / "builds.py"
+    f.write_text(add_source(action="os.makedirs(os.environ['PROFD_CUDA_CACHE_DIR'], exist_ok=True)\n    "
+                                   "open(os.path.join(os.environ['PROFD_CUDA_CACHE_DIR'], 'lock'), 'w').write('x')"))
+    m = measure(f, timeout_s=120)
+    assert m.verdict.status == Status.CORRECT, m.verdict.message
+    assert (cache / "lock").read_text() == "x"
+
+
 HARMLESS_WRITES = '''import tempfile, threading, concurrent.futures
     Path(os.getcwd(), "scratch-note.txt").write_text("the scratch dir is writable")
     with tempfile.NamedTemporaryFile(prefix="profd-sandbox-test-") as f:

@@ -276,7 +276,7 @@ def _time_bench(req: dict[str, Any], fd: int, report: dict[str, Any], kernel: An
     channel.send_json(fd, b"M", {"clock": "start"})
     if on_gpu:
         t = T.time_gpu(fn, flops=flops, nbytes=nbytes, rep_ms=float(req.get("rep_ms", 250.0)), before=before,
-                       after=after, max_runs=int(req.get("max_runs", 200)))
+                       after=after, max_runs=int(req.get("max_runs", 200)), idle_start=True)
     else:
         t = T.time_cpu(fn, flops=flops, nbytes=nbytes, before=before, after=after)
     sync()

@@ -247,8 +247,11 @@ def cache_roots(env: Optional[dict[str, str]] = None) -> list[Path]:
     env = os.environ if env is None else env
     home = os.path.expanduser("~")
     roots = [os.path.join(env.get("TRITON_HOME") or home, ".triton")]
+    # PROFD_CUDA_CACHE_DIR / TORCH_EXTENSIONS_DIR: where a CUDA target's extension is built
+    # (profd.harness.cuda_build); without them a child with the cache moved could not build.
     roots += [env[k] for k in ("TRITON_CACHE_DIR", "TRITON_DUMP_DIR", "TRITON_OVERRIDE_DIR",
-                               "TORCHINDUCTOR_CACHE_DIR") if env.get(k)]
+                               "TORCHINDUCTOR_CACHE_DIR", "PROFD_CUDA_CACHE_DIR", "TORCH_EXTENSIONS_DIR")
+              if env.get(k)]
     roots.append(env.get("XDG_CACHE_HOME") or os.path.join(home, ".cache"))
     roots.append(env.get("CUDA_CACHE_PATH") or os.path.join(home, ".nv"))
     if os.path.exists("/dev/kfd"):  # ROCm: MIOpen's user performance database

@@ -41,12 +41,19 @@ def _rates(t: Timing, flops: Optional[float], nbytes: Optional[float]) -> Timing
 def time_gpu(fn: Callable[[], Any], *, flops: Optional[float] = None, nbytes: Optional[float] = None,
              rep_ms: float = 250.0, min_runs: int = 10, max_runs: int = 200, flush_l2: bool = True,
              l2_bytes: int = 0, before: Optional[Callable[[int], None]] = None,
-             after: Optional[Callable[[int, Any], None]] = None) -> Timing:
+             after: Optional[Callable[[int, Any], None]] = None, idle_start: bool = False) -> Timing:
     """Median of many event-timed runs after warm-up, L2 flushed between runs.
 
     ``before(i)`` runs before timed call ``i`` and ``after(i, result)`` after it, both
     outside the timed bracket: the judge refills the inputs in place (so a kernel that
-    caches by input identity returns stale results) and keeps outputs to check."""
+    caches by input identity returns stale results) and keeps outputs to check.
+
+    ``idle_start``: every bracket starts on an idle device, in one pass (the judge's timing of
+    candidates). The default hides Python's launch overhead behind a GPU spin, but work a
+    kernel puts on another stream waits for nothing of ours and runs during that spin: a
+    kernel shorter than the spin would look free, and profd's own clock would agree, since
+    the overlap is real. Starting idle puts the launch latency (a few us) inside every
+    bracket, the original's and the candidate's alike."""
     dev = torch.cuda.current_device()
     stream = torch.cuda.current_stream()
     flush = None
@@ -64,21 +71,54 @@ def time_gpu(fn: Callable[[], Any], *, flops: Optional[float] = None, nbytes: Op
     est_ms = max((time.perf_counter() - t0) * 1e3 / 3, 1e-3)
     runs = int(min(max_runs, max(min_runs, rep_ms / est_ms)))
 
+    event_ms, device_ms, sync_cost = _bracketed(fn, runs, stream, flush, before, after, spin=not idle_start)
+    ev = statistics.median(event_ms)
+    dv = statistics.median(device_ms) - sync_cost
+    note = ""
+    chosen = event_ms
+    if idle_start and dv > ev * 1.10 and dv - ev > 0.005:
+        chosen = [max(d - sync_cost, 0.0) for d in device_ms]
+        note = (f"work outside the current stream: device-synchronised time {dv:.4g} ms vs "
+                f"{ev:.4g} ms on the current stream's events; the larger is reported")
+    elif dv > ev * 1.10 and dv - ev > 0.005:
+        # Work finished after the current stream's end event: it ran on another stream, which
+        # waits for nothing of ours, so it also overlapped the spin and the L2 flush that precede
+        # the start event (on an H200 a side-stream add looked 1.9x faster than itself that way).
+        # Time it again with the device idle at each start: that work now runs inside the bracket.
+        event_ms, device_ms, sync_cost = _bracketed(fn, runs, stream, flush, before, after, spin=False)
+        chosen = [max(d - sync_cost, 0.0) for d in device_ms]
+        note = (f"work outside the current stream: device-synchronised time {dv:.4g} ms vs "
+                f"{ev:.4g} ms on the current stream's events; re-timed from an idle device "
+                f"({statistics.median(chosen):.4g} ms, launch latency included)")
+    st = _stats(chosen)
+    t = Timing(**st, runs=runs, method="cuda-events+device-sync", representative=True,
+               l2_flushed=flush is not None, note=note)
+    return _rates(t, flops, nbytes)
+
+
+
+def _bracketed(fn: Callable[[], Any], runs: int, stream: Any, flush: Any, before: Optional[Callable[[int], None]],
+               after: Optional[Callable[[int, Any], None]], *, spin: bool) -> tuple[list[float], list[float], float]:
+    """``runs`` event-bracketed calls: (current-stream ms, device-synchronised ms, sync cost ms).
+
+    ``spin``: keep the GPU busy while the host launches, so Python's launch overhead does not
+    land inside the bracket. Without it the device is synchronised before each start, so work
+    a kernel puts on other streams cannot overlap what precedes the bracket."""
     starts = [torch.cuda.Event(enable_timing=True) for _ in range(runs)]
     ends = [torch.cuda.Event(enable_timing=True) for _ in range(runs)]
     synced = [torch.cuda.Event(enable_timing=True) for _ in range(runs)]
     empty_start = [torch.cuda.Event(enable_timing=True) for _ in range(runs)]
     empty_end = [torch.cuda.Event(enable_timing=True) for _ in range(runs)]
-    spin = getattr(torch.cuda, "_sleep", None)
+    sleep = getattr(torch.cuda, "_sleep", None) if spin else None
     for i in range(runs):
         if flush is not None:
             flush.zero_()
-        # Keep the GPU busy while the host launches the kernel, so that Python's
-        # launch overhead does not land between the start event and the kernel.
         if before is not None:
             before(i)
-        if spin is not None:
-            spin(200_000)
+        if sleep is not None:
+            sleep(200_000)
+        else:
+            torch.cuda.synchronize()
         starts[i].record(stream)
         res = fn()
         ends[i].record(stream)
@@ -95,19 +135,7 @@ def time_gpu(fn: Callable[[], Any], *, flops: Optional[float] = None, nbytes: Op
     event_ms = [s.elapsed_time(e) for s, e in zip(starts, ends)]
     device_ms = [s.elapsed_time(e) for s, e in zip(starts, synced)]
     sync_cost = statistics.median(s.elapsed_time(e) for s, e in zip(empty_start, empty_end))
-    ev = statistics.median(event_ms)
-    dv = statistics.median(device_ms) - sync_cost
-    note = ""
-    chosen = event_ms
-    if dv > ev * 1.10 and dv - ev > 0.005:
-        # Work finished after the current stream's end event: it ran elsewhere.
-        chosen = [max(d - sync_cost, 0.0) for d in device_ms]
-        note = (f"work outside the current stream: device-synchronised time {dv:.4g} ms vs "
-                f"{ev:.4g} ms on the current stream's events; the larger is reported")
-    st = _stats(chosen)
-    t = Timing(**st, runs=runs, method="cuda-events+device-sync", representative=True,
-               l2_flushed=flush is not None, note=note)
-    return _rates(t, flops, nbytes)
+    return event_ms, device_ms, sync_cost
 
 
 def time_cpu(fn: Callable[[], Any], *, flops: Optional[float] = None, nbytes: Optional[float] = None,

@@ -85,12 +85,61 @@ def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
     return bool(torch.equal(a, b))
 
 
+#: Float64 copies of the inputs larger than this are not made: the reference then runs in
+#: its own dtype (still compared in float64), so a 7.5 GB fp32 input does not cost 15 GB
+#: of upcast input and as much again for each float64 intermediate (issue #15).
+UPCAST_MAX_BYTES = 2 << 30
+
+
+def _float_bytes(values: list[Any], itemsize: Optional[int] = None) -> int:
+    return sum(v.numel() * (itemsize or v.element_size()) for v in values
+               if isinstance(v, torch.Tensor) and v.is_floating_point())
+
+
+def _upcast_fits(inputs: list[Any]) -> bool:
+    """Whether float64 copies of the floating inputs are small enough to make."""
+    return _float_bytes(inputs, 8) <= UPCAST_MAX_BYTES
+
+
+def _free_bytes(device: torch.device) -> Optional[int]:
+    """Free memory on a CUDA device, counting what torch's allocator holds unused."""
+    if device.type != "cuda":
+        return None
+    free, _ = torch.cuda.mem_get_info(device)
+    return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
+
+
+#: Verifying one input set holds: the inputs, a copy to detect writes to them, the copy the
+#: reference gets, the reference's and the kernel's outputs (about one input each, for the
+#: kernels profd sees) and one intermediate of the reference: six inputs' worth.
+VERIFY_INPUT_MULTIPLE = 6
+
+
+def memory_shortfall(inputs: list[Any], device: torch.device, shape: dict[str, Any]) -> Optional[str]:
+    """A sentence when verifying ``shape`` would clearly not fit in the device's free memory."""
+    free = _free_bytes(device)
+    if free is None:
+        return None
+    held = sum(v.numel() * v.element_size() for v in inputs if isinstance(v, torch.Tensor))
+    need = held * (VERIFY_INPUT_MULTIPLE - 1)  # the inputs themselves are already allocated
+    if need <= free:
+        return None
+    gib = lambda b: b / 2**30  # noqa: E731
+    return (f"shape {shape or 'default'} does not fit: its inputs take {gib(held):.1f} GiB and verifying them "
+            f"needs about {gib(need):.1f} GiB more (a copy to detect writes to the inputs, the reference's copy, "
+            f"the reference's and the kernel's outputs), but only {gib(free):.1f} GiB is free on the GPU. "
+            "Declare a smaller shape in SHAPES/BENCH_SHAPE (or get_inputs), or free the GPU's memory.")
+
+
 def reference_outputs(target: Target, inputs: list[Any]) -> list[Any]:
     """The reference's result in float64 where the reference accepts float64 inputs.
 
     A reference that insists on its dtype (a module with fp32 weights, a bf16-only
     op) runs in its own dtype; the comparison is still done in float64.
     """
+    if not _upcast_fits(inputs):
+        with torch.no_grad():
+            return as_list(target.reference(*_clone(inputs)))
     try:
         with torch.no_grad():
             out = as_list(target.reference(*_upcast(_clone(inputs))))
@@ -121,35 +170,7 @@ def compare(trial: int, index: int, out: Any, ref: Any, target: Target) -> Outpu
     if tuple(out.shape) != tuple(ref.shape):
         return OutputCheck(trial, index, list(out.shape), dtype, math.inf, math.inf, math.inf, rtol, atol or 0.0, False,
                            f"shape {tuple(out.shape)} differs from the reference's {tuple(ref.shape)}")
-    # Compare where the output lives: copying a large result to the host costs more than the check.
-    o = out.detach().to(torch.float64) if not out.is_complex() else out.detach().to(torch.complex128)
-    r = ref.detach().to(o.device, o.dtype)
-    ref_finite = torch.isfinite(r)
-    rms = float(torch.sqrt(torch.mean(torch.abs(r[ref_finite]) ** 2))) if ref_finite.any() else 0.0
-    # An absolute floor scaled to the result's magnitude: cancellation near zero in a
-    # large reduction must not fail an otherwise faithful kernel.
-    abs_floor = atol if atol is not None else rtol * max(rms, 1e-30)
-    bad_nonfinite = (~torch.isfinite(o)) & ref_finite
-    both_nan = torch.isnan(o) & torch.isnan(r)
-    same_inf = torch.isinf(o) & torch.isinf(r) & (o == r)
-    diff = torch.where(ref_finite & torch.isfinite(o), torch.abs(o - r), torch.zeros_like(torch.abs(r)))
-    allowed = abs_floor + rtol * torch.abs(torch.where(ref_finite, r, torch.zeros_like(r)))
-    outside = (diff > allowed) | bad_nonfinite | (~ref_finite & ~(both_nan | same_inf))
-    max_abs = float(diff.max()) if diff.numel() else 0.0
-    max_rel = float((diff / (torch.abs(r.real if r.is_complex() else r) + abs_floor)).max()) if diff.numel() else 0.0
-    ref_norm = float(torch.linalg.vector_norm(torch.where(ref_finite, r, torch.zeros_like(r))))
-    norm_rel = float(torch.linalg.vector_norm(diff)) / ref_norm if ref_norm else max_abs
-    n_bad, n_nonfinite = int(outside.sum()), int(bad_nonfinite.sum())
-    reason = ""
-    if n_nonfinite:
-        reason = f"{n_nonfinite} of {o.numel()} elements are NaN/Inf where the reference is finite"
-    elif n_bad:
-        idx = int(torch.nonzero(outside.flatten())[0])
-        pos = tuple(int(i) for i in torch.unravel_index(torch.tensor(idx), tuple(o.shape))) if o.dim() else ()
-        reason = (f"{n_bad} of {o.numel()} elements outside tolerance (rtol {rtol:g}, atol {abs_floor:.3g}); "
-                  f"first at index {pos}: got {float(o.flatten()[idx].real):.6g}, expected {float(r.flatten()[idx].real):.6g}")
-    return OutputCheck(trial, index, list(out.shape), dtype, max_abs, max_rel, norm_rel, rtol, abs_floor,
-                       passed=not n_bad, reason=reason, mismatched=n_bad, nonfinite=n_nonfinite)
+    return _compare_chunked(trial, index, out, ref, dtype, rtol, atol, CHUNK)
 
 
 def _unwritten(target: Target, inputs: list[Any], first: list[Any], sync: Callable[[], None]) -> Optional[str]:
@@ -202,7 +223,13 @@ def verify(target: Target, device: torch.device, *, trials: int = 3, seed: int =
         n = 1 if shape is target.bench_shape and shape not in target.shapes else trials
         for _ in range(n):
             trial += 1
+            # The last trial's tensors go before the next are made: two sets of a 7.5 GB input
+            # do not fit beside each other's outputs.
+            inputs = snapshot = ref = out = None  # type: ignore[assignment]
             inputs = make_inputs(target, shape, seed + 7919 * trial, device)
+            short = memory_shortfall(inputs, device, shape)
+            if short:
+                return Verdict(Status.OUT_OF_MEMORY, short, trials=trial - 1, shapes=shapes, checks=checks)
             if not any(isinstance(v, torch.Tensor) and v.numel() and bool((v != 0).any()) for v in inputs):
                 raise ValueError("get_inputs() returned only zeros or no tensors; profd needs random inputs "
                                  "(zeros hide unwritten outputs and wrong indexing). Use torch.randn/torch.rand.")
@@ -274,6 +301,15 @@ def compare_strict(trial: int, index: int, out: Any, ref: Any, expected_dtype: O
     if tuple(out.shape) != tuple(ref.shape):
         return OutputCheck(trial, index, list(out.shape), dname, math.inf, math.inf, math.inf, rtol, atol or 0.0,
                            False, f"shape {tuple(out.shape)} differs from the reference's {tuple(ref.shape)}")
+    return _compare_chunked(trial, index, out, ref, dname, rtol, atol, chunk)
+
+
+def _compare_chunked(trial: int, index: int, out: torch.Tensor, ref: torch.Tensor, dname: str, rtol: float,
+                     atol: Optional[float], chunk: int) -> OutputCheck:
+    """Elementwise |o-r| <= atol + rtol*|r| in float64, ``chunk`` elements at a time.
+
+    Memory stays a few float64 chunks whatever the output's size (issue #15: a 7.5 GB
+    output once asked for 56 GiB: boolean indexing of a 4-D tensor made int64 indices)."""
     cplx = out.is_complex() or ref.is_complex()
     up = torch.complex128 if cplx else torch.float64
     o_flat, r_flat = out.detach().reshape(-1), ref.detach().reshape(-1)
