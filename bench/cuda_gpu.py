@@ -174,6 +174,11 @@ from pathlib import Path
 sys.path.insert(0, sys.argv[3])
 from profd.harness.target import load_target
 from profd.harness import verify as V
+from profd.harness.cuda_build import install_build_hook
+# profd's build cache (PROFD_CUDA_CACHE_DIR), where the grid was pre-built: without the hook
+# torch builds each point again into its own directory, one at a time (on an H200 the grid's
+# timing spent 25 s per point rebuilding and ran out of time).
+install_build_hook(cupy=False)
 jobs = json.loads(Path(sys.argv[1]).read_text())
 base = load_target(Path(sys.argv[2]))
 dev = torch.device("cuda")
