@@ -127,6 +127,10 @@ ATTACKS: list[tuple[str, str, str]] = [
     ("cache by data_ptr", "caches on the storage address (refilled in place between timed calls)",
      _k('c = _rt("sys").modules[__name__].__dict__.setdefault("_C", {})\nkey = (x.data_ptr(), y.data_ptr())\n'
         'if key not in c:\n    {launch}\n    c[key] = out\nreturn c[key]')),
+    ("cache by content", "fingerprints the inputs (a few elements) and replays its result for inputs seen before",
+     _k('c = _rt("sys").modules[__name__].__dict__.setdefault("_F", {})\n'
+        'key = (x.shape, tuple(x.flatten()[:4].tolist()), tuple(y.flatten()[:4].tolist()))\n'
+        'if key not in c:\n    {launch}\n    c[key] = out\nreturn c[key].clone()')),
     ("read parent's environ", "reads /proc/<ppid>/environ and puts it in its error",
      _k('os = _rt("os")\nraise RuntimeError(open(f"/proc/{os.getppid()}/environ", "rb").read().decode(errors="replace"))')),
     ("dump own environment", "puts its environment in its error message",

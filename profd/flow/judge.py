@@ -47,7 +47,7 @@ OUTPUT_CAP = 256 << 20
 #: Verification: trials per declared shape, plus one call on the bench shape.
 TRIALS = 3
 #: The smallest gain that counts, in percent, whatever the measured spread says.
-NOISE_FLOOR_PCT = {True: 1.0, False: 5.0}  # representative GPU timing vs CPU interpreter
+NOISE_FLOOR_PCT = {True: 1.0, False: 25.0}  # GPU timing vs the CPU interpreter (±30% between processes on 2 cores)
 #: GPU timing budget (ms) of a candidate's first run: enough for a stable median of a
 #: sub-millisecond kernel; a potential winner is re-timed at full length beside the best.
 SCREEN_REP_MS = 60.0
@@ -63,6 +63,20 @@ CONFIRM_TRIALS = 1
 # an H200 a 40 us kernel's 200 screen calls cost 0.65 s); the confirmation's of up to 200.
 SCREEN_MAX_RUNS = 50
 FULL_MAX_RUNS = 200
+#: Timed calls get distinct input sets, refilled in place from a pool: at most this many sets,
+#: within this many bytes (GPU, CPU). A candidate that replays its result for inputs it has
+#: seen (a fingerprint of a few elements costs nothing) gains on the median only when most
+#: calls repeat an input, so a child makes at most 2P - 1 timed calls over P sets: the median
+#: call is always one on inputs new to it (the warm-up runs on a set of its own).
+POOL_MAX = 32
+POOL_BYTES = {True: 2 << 30, False: 256 << 20}
+
+
+def pool_size(input_bytes: int, on_gpu: bool) -> int:
+    """How many distinct input sets the timed calls cycle through (at least 3: a CPU child's 5 calls)."""
+    return max(3, min(POOL_MAX, POOL_BYTES[on_gpu] // max(int(input_bytes), 1)))
+
+
 #: A first run goes on to the A/B confirmation when it is faster than the best by at least
 #: this fraction of the noise floor (the confirmation needs the whole floor).
 PROMOTE_FRACTION = 0.5
@@ -250,7 +264,9 @@ class Judge:
             plan.append("bench")
         verify = [{"shape": s, "seed": _random.randbelow(2**31)} for s in plan]
         req = {"original": str(self.path), "candidate": str(Path(source_path).resolve()), "verify": verify,
-               "bench_seeds": [_random.randbelow(2**31) for _ in range(2)], "force_cpu": self.force_cpu,
+               # P pool seeds for the timed calls, then one for the warm-up's own inputs.
+               "bench_seeds": [_random.randbelow(2**31) for _ in range(self._pool(meta) + 1)],
+               "force_cpu": self.force_cpu,
                "sys_path": [str(self.path.parent)], "rep_ms": rep_ms, "time_shapes": time_shapes,
                "max_runs": max_runs}
         self.children_last += 1
@@ -270,6 +286,11 @@ class Judge:
         for k, v in r.phases.items():
             self.phases_last[k] = round(self.phases_last.get(k, 0.0) + v, 4)
         return r
+
+    def _pool(self, meta: dict[str, Any]) -> int:
+        # Sized from the trusted reference process's view of the original's bench inputs.
+        return pool_size(int(meta.get("bench_input_bytes") or meta.get("max_input_bytes") or 0),
+                         not self.force_cpu and bool(meta.get("on_gpu", True)))
 
     def _warm_usable(self) -> bool:
         w = self.warm
@@ -437,8 +458,15 @@ class Judge:
                            "outputs": [str(p) for p in outs[k:k + 2]]})
             k += 2
         kept = timed[0].get("kept") or []
-        pool = req["bench_seeds"]
-        if not kept or len(outs) - k != len(kept) or any(not isinstance(i, int) for i in kept):
+        pool = req["bench_seeds"][:-1]
+        runs_claimed = timed[0].get("runs")
+        if (timed[0].get("pool") != len(pool) or not isinstance(runs_claimed, int)
+                or not 1 <= runs_claimed <= 2 * len(pool) - 1):
+            return self._fail(source, Status.KERNEL_ERROR, f"the timed calls did not cycle through profd's {len(pool)} "
+                              f"input sets within {2 * len(pool) - 1} calls (reported pool {timed[0].get('pool')!r}, "
+                              f"{runs_claimed!r} calls): its claims are not trusted", "forged report", c, rep)
+        if not kept or len(outs) - k != len(kept) or any(not isinstance(i, int) or not 0 <= i < runs_claimed
+                                                         for i in kept):
             return self._fail(source, Status.KERNEL_ERROR, "the outputs of the timed calls did not come back "
                               f"({len(outs) - k} blobs for {len(kept)} claimed calls): profd checks them too",
                               "unchecked timed calls", c, rep)
@@ -549,6 +577,15 @@ class Judge:
                           f"{c2.measurement.verdict.message}", "re-check: " + c2.cause, m, speed)
         bt, ct = b2.measurement.timing, c2.measurement.timing
         win2, noise2 = beats(bt, ct)
+        if win2:
+            # The best once more, after the candidate (A/B/A): a process that runs later can be
+            # faster for reasons of its own (on a 2-core CPU an unchanged kernel came out 1.8x
+            # "faster" in the second process); the candidate must beat the faster of the two.
+            b3 = self.run(best_file, trials=1, shapes=1, bench_check=False)
+            t3 = b3.measurement.timing
+            if b3.measurement.correct and t3 is not None and t3.median_ms < bt.median_ms:
+                b2, bt = b3, t3
+                win2, noise2 = beats(bt, ct)
         claimed = bt.median_ms / ct.median_ms if ct.median_ms else float("inf")
         if not win2:
             return reject(f"looked {(speed or 0):.3f}x faster but the A/B re-check did not confirm it "

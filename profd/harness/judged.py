@@ -237,8 +237,11 @@ def _time_bench(req: dict[str, Any], fd: int, report: dict[str, Any], kernel: An
                 on_gpu: bool, sync: Any, counter: LaunchCounter, cap: int, torch: Any, T: Any) -> None:
     """Timed calls on the original's bench shape, inputs refilled in place from a pool between calls."""
     shape = original.bench_shape
-    pool = [seed_inputs(shape, s) for s in req["bench_seeds"]]
-    work = [v.clone() if isinstance(v, torch.Tensor) else v for v in pool[0]]
+    seeds = [int(s) for s in req["bench_seeds"]]
+    # The pool's sets, then the warm-up's own (the warm-up must not show the kernel a pool set).
+    pool = [seed_inputs(shape, s) for s in seeds[:-1]]
+    work = seed_inputs(shape, seeds[-1])
+    most = min(int(req.get("max_runs", 200)), 2 * len(pool) - 1)  # see profd.flow.judge.POOL_MAX
     kept: list[int] = []
     held: list[list[Any]] = []
     budget = {"bytes": cap, "sampled": False}
@@ -276,9 +279,9 @@ def _time_bench(req: dict[str, Any], fd: int, report: dict[str, Any], kernel: An
     channel.send_json(fd, b"M", {"clock": "start"})
     if on_gpu:
         t = T.time_gpu(fn, flops=flops, nbytes=nbytes, rep_ms=float(req.get("rep_ms", 250.0)), before=before,
-                       after=after, max_runs=int(req.get("max_runs", 200)), idle_start=True)
+                       after=after, max_runs=most, min_runs=min(10, most), idle_start=True)
     else:
-        t = T.time_cpu(fn, flops=flops, nbytes=nbytes, before=before, after=after)
+        t = T.time_cpu(fn, flops=flops, nbytes=nbytes, before=before, after=after, runs=min(5, most))
     sync()
     channel.send_json(fd, b"M", {"clock": "end"})
     for out in held:

@@ -121,18 +121,21 @@ def main(argv: list[str]) -> int:
     # multiple of this (a fixed cap refused the originals of real kernels at their GPU sizes).
     from profd.harness.verify import make_inputs
 
-    biggest = 0
+    biggest = bench_bytes = 0
     for shape in [*target.shapes, target.bench_shape]:
         try:
             ins = make_inputs(target, shape, 0, device)
-            biggest = max(biggest, sum(int(x.numel() * x.element_size()) for x in ins if isinstance(x, torch.Tensor)))
+            size = sum(int(x.numel() * x.element_size()) for x in ins if isinstance(x, torch.Tensor))
+            biggest = max(biggest, size)
+            if shape is target.bench_shape:
+                bench_bytes = size
             del ins
         except Exception:  # the reference check will say what is wrong with the inputs
             pass
     if on_gpu:
         torch.cuda.empty_cache()
     _answer({"ready": True, "shapes": len(target.shapes), "order": order, "max_input_bytes": biggest,
-             "bench_in_shapes": target.bench_shape in target.shapes})
+             "bench_input_bytes": bench_bytes, "on_gpu": on_gpu, "bench_in_shapes": target.bench_shape in target.shapes})
     native: dict[str, Any] = {}
     for line in sys.stdin:
         if not line.strip():
