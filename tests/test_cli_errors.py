@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("PROFD_SHARED_DIR") or ROOT.parent / "shared")
+# The real captures the tests read are copied under tests/fixtures (a fresh clone has no ../shared).
+FIXTURES = ROOT / "tests" / "fixtures"
 HELPER = "import torch\n\ndef helper(x):\n    return x * 2\n"
 
 
@@ -54,7 +55,7 @@ def test_version(env: dict) -> None:
 def test_bad_input_exits_2(env: dict, tmp_path: Path, args: list[str], words: str) -> None:
     target = tmp_path / "t.py"
     shutil.copy(ROOT / "examples" / "kernels" / "vector_add.py", target)
-    args = [str(target) if a == "X" else str(SHARED / "fixtures/ncu/h200_vector_add_basic_raw.csv")
+    args = [str(target) if a == "X" else str(FIXTURES / "ncu/h200_vector_add_basic_raw.csv")
             if a == "CAPTURE" else a for a in args]
     cp = profd(env, *args)
     assert cp.returncode == 2, (cp.stdout, cp.stderr)
@@ -96,7 +97,7 @@ def test_syntax_error_shows_the_users_line_only(env: dict, tmp_path: Path) -> No
 
 
 def test_explain_of_a_capture_without_metrics_is_bad_input(env: dict, tmp_path: Path) -> None:
-    rows = list(csv.reader((SHARED / "fixtures/ncu/h200_vector_add_basic_raw.csv").read_text().splitlines()))
+    rows = list(csv.reader((FIXTURES / "ncu/h200_vector_add_basic_raw.csv").read_text().splitlines()))
     rows = [r for r in rows if len(r) > 1]
     bare = tmp_path / "kernels-only.csv"
     with bare.open("w", newline="") as f:
