@@ -567,7 +567,10 @@ class Judge:
                                                                                        ctx.best_source)
         # The best was confirmed when it was kept (the original is the user's): its re-run is
         # for the A/B timing, so it is checked on the smallest shape and its timed calls only.
-        b2 = self.run(best_file, trials=1, shapes=1, bench_check=False)
+        def rerun_best() -> JudgedRun:
+            return self.run(best_file, trials=1, shapes=1, bench_check=False)
+
+        b2 = rerun_best()
         c2 = self.run(f, time_shapes="all", trials=CONFIRM_TRIALS)
         if not (b2.measurement.correct and b2.measurement.timing):
             return reject(f"the confirmation run of the current best failed: {b2.measurement.verdict.message}",
@@ -581,7 +584,7 @@ class Judge:
             # The best once more, after the candidate (A/B/A): a process that runs later can be
             # faster for reasons of its own (on a 2-core CPU an unchanged kernel came out 1.8x
             # "faster" in the second process); the candidate must beat the faster of the two.
-            b3 = self.run(best_file, trials=1, shapes=1, bench_check=False)
+            b3 = rerun_best()
             t3 = b3.measurement.timing
             if b3.measurement.correct and t3 is not None and t3.median_ms < bt.median_ms:
                 b2, bt = b3, t3

@@ -73,12 +73,6 @@ def _blob(values: list[Any]) -> bytes:
     return buf.getvalue()
 
 
-def _nbytes(values: list[Any]) -> int:
-    import torch
-
-    return sum(v.numel() * v.element_size() for v in values if isinstance(v, torch.Tensor))
-
-
 def run(req: dict[str, Any], fd: int) -> None:
     """Everything the candidate child does; exceptions from user code become an error report."""
     from profd.harness.child import Child, classify
@@ -254,7 +248,7 @@ def _time_bench(req: dict[str, Any], fd: int, report: dict[str, Any], kernel: An
 
     def after(i: int, res: Any) -> None:
         out = V_as_list(res)
-        n = _nbytes(out)
+        n = tensor_bytes(out)
         # Every timed call's outputs go back while they fit; past the cap, a random sample.
         # The first two always go back, whatever their size (an output larger than the budget must
         # still be checked: on an H200 a 128 MB softmax output sent none and the original was refused).
@@ -269,7 +263,7 @@ def _time_bench(req: dict[str, Any], fd: int, report: dict[str, Any], kernel: An
         else:
             budget["sampled"] = True
 
-    from profd.harness.verify import as_list as V_as_list
+    from profd.harness.verify import as_list as V_as_list, tensor_bytes
 
     inputs = work
     flops = float(original.flops(*inputs)) if original.flops else None

@@ -119,13 +119,13 @@ def main(argv: list[str]) -> int:
     order = sorted(range(len(target.shapes)), key=lambda i: shape_size(target.shapes[i]))
     # How big one call's outputs can honestly be: the judge caps what a candidate may send at a
     # multiple of this (a fixed cap refused the originals of real kernels at their GPU sizes).
-    from profd.harness.verify import make_inputs
+    from profd.harness.verify import make_inputs, tensor_bytes
 
     biggest = bench_bytes = 0
     for shape in [*target.shapes, target.bench_shape]:
         try:
             ins = make_inputs(target, shape, 0, device)
-            size = sum(int(x.numel() * x.element_size()) for x in ins if isinstance(x, torch.Tensor))
+            size = tensor_bytes(ins)
             biggest = max(biggest, size)
             if shape is target.bench_shape:
                 bench_bytes = size

@@ -76,25 +76,21 @@ def time_gpu(fn: Callable[[], Any], *, flops: Optional[float] = None, nbytes: Op
     dv = statistics.median(device_ms) - sync_cost
     note = ""
     chosen = event_ms
-    if idle_start and dv > ev * 1.10 and dv - ev > 0.005:
-        chosen = [max(d - sync_cost, 0.0) for d in device_ms]
+    if dv > ev * 1.10 and dv - ev > 0.005:
+        # Work finished after the current stream's end event: it ran on another stream.
         note = (f"work outside the current stream: device-synchronised time {dv:.4g} ms vs "
                 f"{ev:.4g} ms on the current stream's events; the larger is reported")
-    elif dv > ev * 1.10 and dv - ev > 0.005:
-        # Work finished after the current stream's end event: it ran on another stream, which
-        # waits for nothing of ours, so it also overlapped the spin and the L2 flush that precede
-        # the start event (on an H200 a side-stream add looked 1.9x faster than itself that way).
-        # Time it again with the device idle at each start: that work now runs inside the bracket.
-        event_ms, device_ms, sync_cost = _bracketed(fn, runs, stream, flush, before, after, spin=False)
+        if not idle_start:
+            # That stream waits for nothing of ours, so the work also overlapped the spin and the
+            # L2 flush that precede the start event (on an H200 a side-stream add looked 1.9x
+            # faster than itself that way). Time it again from an idle device: it runs inside.
+            event_ms, device_ms, sync_cost = _bracketed(fn, runs, stream, flush, before, after, spin=False)
+            note += ", re-timed from an idle device (launch latency included)"
         chosen = [max(d - sync_cost, 0.0) for d in device_ms]
-        note = (f"work outside the current stream: device-synchronised time {dv:.4g} ms vs "
-                f"{ev:.4g} ms on the current stream's events; re-timed from an idle device "
-                f"({statistics.median(chosen):.4g} ms, launch latency included)")
     st = _stats(chosen)
     t = Timing(**st, runs=runs, method="cuda-events+device-sync", representative=True,
                l2_flushed=flush is not None, note=note)
     return _rates(t, flops, nbytes)
-
 
 
 def _bracketed(fn: Callable[[], Any], runs: int, stream: Any, flush: Any, before: Optional[Callable[[int], None]],

@@ -91,14 +91,15 @@ def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
 UPCAST_MAX_BYTES = 2 << 30
 
 
-def _float_bytes(values: list[Any], itemsize: Optional[int] = None) -> int:
-    return sum(v.numel() * (itemsize or v.element_size()) for v in values
-               if isinstance(v, torch.Tensor) and v.is_floating_point())
+def tensor_bytes(values: Iterable[Any]) -> int:
+    """Bytes held by the tensors among ``values``."""
+    return sum(int(v.numel() * v.element_size()) for v in values if isinstance(v, torch.Tensor))
 
 
 def _upcast_fits(inputs: list[Any]) -> bool:
     """Whether float64 copies of the floating inputs are small enough to make."""
-    return _float_bytes(inputs, 8) <= UPCAST_MAX_BYTES
+    return 8 * sum(v.numel() for v in inputs if isinstance(v, torch.Tensor) and v.is_floating_point()) \
+        <= UPCAST_MAX_BYTES
 
 
 def _free_bytes(device: torch.device) -> Optional[int]:
@@ -120,7 +121,7 @@ def memory_shortfall(inputs: list[Any], device: torch.device, shape: dict[str, A
     free = _free_bytes(device)
     if free is None:
         return None
-    held = sum(v.numel() * v.element_size() for v in inputs if isinstance(v, torch.Tensor))
+    held = tensor_bytes(inputs)
     need = held * (VERIFY_INPUT_MULTIPLE - 1)  # the inputs themselves are already allocated
     if need <= free:
         return None
