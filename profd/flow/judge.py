@@ -32,7 +32,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from advisors.base import TuneContext
 from advisors.contract import contract_violations, reaching_violations
@@ -235,6 +235,10 @@ class Judge:
         self.warm = inner if hasattr(inner, "fork_judged") else None
         self.children_last = 0  # children the last evaluate() started (for the tune loop's costs)
         self.phases_last: dict[str, float] = {}  # their phases summed (seconds), same purpose
+        # Set by the tuner for CUDA targets: candidate file -> its BuildResult (waits for the
+        # confined pre-build); the candidate's child cannot compile in its sandbox.
+        self.prebuilt: Optional[Callable[[Path], Any]] = None
+        self.build_s_last = 0.0
         self.path = Path(path).resolve()
         self.original = self.path.read_text()
         self.force_cpu, self.timeout_s = force_cpu, timeout_s
@@ -544,7 +548,14 @@ class Judge:
             return reject("breaks the file's contract: " + "; ".join(problems), "contract")
         self.children_last = 0
         self.phases_last = {}
+        self.build_s_last = 0.0
         f = candidate_file(self.path, cand.id, cand.source)
+        if self.prebuilt is not None:
+            t_build = time.time()
+            built = self.prebuilt(f)
+            self.build_s_last = time.time() - t_build
+            if built is not None and not built.ok:
+                return reject(f"incorrect: compile_error: {built.error_paragraph}", "compile error")
         # A short first timing: most candidates are losers, and one child with a short timing
         # says so; only a potential winner pays the full A/B re-check below.
         r = self.run(f, rep_ms=SCREEN_REP_MS, trials=SCREEN_TRIALS, max_runs=SCREEN_MAX_RUNS, bench_check=False)

@@ -48,6 +48,7 @@ class CandidateCost:
     children: int = 0
     screen_ms: Optional[float] = None  # the screening median
     phases: dict[str, float] = field(default_factory=dict)  # the judge's children, summed (seconds)
+    build_s: float = 0.0  # waiting for its CUDA build (inside judge_s; the build ran in parallel)
 
     @property
     def total_s(self) -> float:
@@ -356,7 +357,11 @@ def _loop(path: Path, store: Store, result: TuneResult, base: Any, advisors: lis
     m0 = result.baseline
     # The figures candidates must beat come from the path they take: the judge's child.
     t_base = time.time()
-    judged = judge.baseline()
+    try:
+        judged = judge.baseline()
+    except RuntimeError as e:  # the trusted reference process could not load the original
+        result.stopped = f"the original did not pass profd's judge: {e}; fix it before tuning"
+        return
     result.startup["judge_baseline_s"] = round(time.time() - t_base, 3)
     result.startup.update({f"baseline_{k}": v for k, v in judged.phases.items()})
     if not judged.measurement.correct or judged.measurement.timing is None:
@@ -376,6 +381,7 @@ def _loop(path: Path, store: Store, result: TuneResult, base: Any, advisors: lis
     result.attempts = ctx.history  # the same list: current whenever the loop stops
     prog.update(0, f"baseline {best_timing.median_ms:.4g} ms (±{best_timing.spread_pct:.1f}%)")
     builds = _Prebuilds(path, original)
+    judge.prebuilt = builds.wait
     try:
         _rounds(path, store, result, advisors, prog, judge, ctx, builds, m0, best_timing, original=original,
                 budget=budget, deadline=deadline, time_budget_s=time_budget_s, should_stop=should_stop,
@@ -386,12 +392,16 @@ def _loop(path: Path, store: Store, result: TuneResult, base: Any, advisors: lis
 
 class _Prebuilds:
     """CUDA candidates compile on the CPU cores, a bounded number at a time, while the GPU measures
-    the ones before them: the judge's child then finds its build in the cache (a load_inline
-    extension takes 20-50 s to build on an H200 host; measuring it takes a second)."""
+    the ones before them (a load_inline extension takes 20-75 s to build on an H200 host; measuring
+    it takes a second). The candidate's own child cannot build: its sandbox denies what ninja and
+    the linker do. So every CUDA candidate is built here, in a confined builder process that never
+    runs the candidate's Python, and the judge waits for that build (:meth:`wait`) before it
+    starts the child, which then finds the build in the cache."""
 
     def __init__(self, path: Path, original: str) -> None:
         self.path = path
         self.pool: Any = None
+        self.futures: dict[Path, Any] = {}
         try:
             from advisors.cuda_knobs import needs_cuda
 
@@ -399,16 +409,27 @@ class _Prebuilds:
         except Exception:
             self.wanted = False
 
-    def submit(self, proposals: list[Candidate]) -> None:
-        if not self.wanted or len(proposals) < 2:
-            return  # one candidate builds in its own child just as fast
+    def _submit(self, f: Path) -> Any:
         from profd.harness.cuda_build import PreBuilder, child_cache_dir
 
         if self.pool is None:
             jobs = max(1, min(8, (os.cpu_count() or 2) - 2))
-            self.pool = PreBuilder(child_cache_dir(), max_jobs=jobs)
-        for cand in proposals[1:]:  # the first is measured (and built by its child) right away
-            self.pool.submit(candidate_file(self.path, cand.id, cand.source))
+            self.pool = PreBuilder(child_cache_dir(), max_jobs=jobs, original=self.path)
+        if f not in self.futures:
+            self.futures[f] = self.pool.submit(f)
+        return self.futures[f]
+
+    def submit(self, proposals: list[Candidate]) -> None:
+        if self.wanted:
+            for cand in proposals:
+                self._submit(candidate_file(self.path, cand.id, cand.source))
+
+    def wait(self, f: Path) -> Any:
+        """The :class:`BuildResult` of candidate file ``f`` (built now if it was not submitted);
+        None for a target without CUDA code."""
+        if not self.wanted:
+            return None
+        return self._submit(Path(f)).result()
 
     def close(self) -> None:
         if self.pool is not None:
@@ -530,7 +551,8 @@ def _evaluate(judge: Any, cand: Candidate, best: Timing, ctx: TuneContext) -> tu
     t = time.time()
     verdict, cause = judge.evaluate(cand, best, ctx)
     cost = CandidateCost(cand.id, cause, judge_s=time.time() - t, children=judge.children_last,
-                         phases=dict(getattr(judge, "phases_last", {}) or {}))
+                         phases=dict(getattr(judge, "phases_last", {}) or {}),
+                         build_s=float(getattr(judge, "build_s_last", 0.0) or 0.0))
     return verdict, cost
 
 

@@ -178,6 +178,12 @@ class BuildHook:
             rec = BuildRecord("load_inline", name, key, hit, build_directory=str(bdir))
             # the user's file for the error mapping: the target, else whoever called load_inline
             py_path = hook.py_path or _caller_file()
+            if not hit and _confined():
+                rec.ok, rec.error = False, "not pre-built"
+                with hook._lock:
+                    hook.records.append(rec)
+                raise CudaBuildError(_NOT_PREBUILT.format(file=(py_path.name if py_path else "the candidate"),
+                                                          name=name), None)
             t0 = time.perf_counter()
             try:
                 # copies: torch's load_inline inserts its prelude into the lists it is given
@@ -226,6 +232,12 @@ class BuildHook:
             ext = name if user_dir else f"{_safe_name(name)}_{key}"
             bdir.mkdir(parents=True, exist_ok=True)
             rec = BuildRecord("load", name, key, _built(bdir, ext), build_directory=str(bdir))
+            if not rec.cache_hit and _confined():
+                rec.ok, rec.error = False, "not pre-built"
+                with hook._lock:
+                    hook.records.append(rec)
+                raise CudaBuildError(_NOT_PREBUILT.replace("load_inline", "load").format(
+                    file=Path(files[0]).name if files else "the candidate", name=name), None)
             t0 = time.perf_counter()
             try:
                 return orig(ext, files, *args, build_directory=str(bdir), **kwargs)
@@ -360,6 +372,21 @@ class _CupyFinder:
 
         spec.loader.exec_module = exec_module  # type: ignore[union-attr, method-assign]
         return spec
+
+
+_NOT_PREBUILT = ("{file}: load_inline('{name}') has no build in profd's cache. A candidate runs in a sandbox "
+                 "that cannot compile, so profd builds its CUDA code beforehand, from load_inline calls whose "
+                 "arguments are literals or module-level strings; this call's sources or flags are computed "
+                 "when the file runs. Keep the CUDA source and flags in module-level strings (as the original "
+                 "does) so that the builder can read them without running the candidate.")
+
+
+def _confined() -> bool:
+    try:
+        from profd.harness.sandbox import confined
+    except ImportError:
+        return False
+    return confined()
 
 
 def _caller_file() -> Optional[Path]:
@@ -687,13 +714,15 @@ class PreBuilder:
 
     def __init__(self, cache_dir: Union[str, Path, None] = None, max_jobs: int = 2, python: str = sys.executable,
                  timeout_s: float = 600.0, env: Optional[dict[str, str]] = None,
-                 allow_import: bool = False) -> None:
+                 allow_import: bool = False, original: Union[str, Path, None] = None) -> None:
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.max_jobs = max(1, int(max_jobs))
         self.python = python
         self.timeout_s = timeout_s
         self.env = env
         self.allow_import = allow_import
+        # set: the files are candidates of this original, built confined with screened flags
+        self.original = Path(original) if original else None
         self._pool = cf.ThreadPoolExecutor(max_workers=self.max_jobs, thread_name_prefix="profd-prebuild")
 
     def submit(self, source_path: Union[str, Path]) -> "cf.Future[BuildResult]":
@@ -708,6 +737,8 @@ class PreBuilder:
         cmd = [self.python, "-m", "profd.harness.cuda_build", "prebuild", str(path), "--cache-dir", str(self.cache_dir)]
         if self.allow_import:
             cmd.append("--allow-import")
+        if self.original is not None:
+            cmd += ["--confine", "--original", str(self.original)]
         try:
             # its own session: a hung nvcc is killed with the job
             p = subprocess.run(cmd, capture_output=True, text=True, timeout=self.timeout_s, env=env,
@@ -795,12 +826,60 @@ def static_load_inline_calls(py_source: str) -> tuple[list[dict[str, Any]], list
     return calls, skipped
 
 
-def prebuild_file(path: Union[str, Path], cache_dir: Union[str, Path], allow_import: bool = False) -> BuildResult:
-    """Build one target's CUDA code into the cache (runs in the pre-build subprocess)."""
+# Flags a candidate may add to the original's: optimisation, code generation, defines,
+# warnings, register limits. Anything else (``-fplugin``, ``-B``, ``-specs``, ``-wrapper``,
+# ``-ccbin``, ``-Wl,``/``-Xlinker``, ``@file``) could make the compiler run a program of the
+# candidate's choosing in the builder, which runs outside the candidate's sandbox.
+_SAFE_FLAG = re.compile(
+    r"^(-O[0-3s]?|-g|-lineinfo|--?use_fast_math|-f(no-)?fast-math|-ffp-contract=\w+|-funroll-loops"
+    r"|-std=[\w+]+|-[DU][A-Za-z_]\w*(=[\w.+-]*)?|-w|-W(all|extra|error|no-[\w-]+)"
+    r"|-march=native|-mtune=native|--?expt-(relaxed-constexpr|extended-lambda)|-Xptxas=?-(v|O[0-3])"
+    r"|-Xptxas|-v|--?maxrregcount=?\d+|--?ptxas-options=-?(v|O[0-3])|-arch=(sm|compute)_\d+a?"
+    r"|-gencode=?arch=compute_\d+a?,code=(sm|compute)_\d+a?|--?extra-device-vectorization"
+    r"|--?restrict|-l(cuda|cublas|cublasLt|curand|cusparse|cufft))$")
+_FLAG_KEYS = ("extra_cflags", "extra_cuda_cflags", "extra_ldflags")
+
+
+def unsafe_build_flags(call: dict[str, Any], trusted: Sequence[dict[str, Any]] = ()) -> list[str]:
+    """The flags of one ``load_inline`` call that neither the original (``trusted``) passes nor
+    the safe list allows; ``extra_include_paths`` only read headers and are not screened."""
+    ok = {str(f) for t in trusted for k in _FLAG_KEYS for f in _as_list(t.get(k))}
+    bad = []
+    for k in _FLAG_KEYS:
+        for f in _as_list(call.get(k)):
+            f = str(f)
+            if f not in ok and not _SAFE_FLAG.match(f):
+                bad.append(f)
+    return bad
+
+
+def prebuild_file(path: Union[str, Path], cache_dir: Union[str, Path], allow_import: bool = False,
+                  confine: bool = False, original: Union[str, Path, None] = None) -> BuildResult:
+    """Build one target's CUDA code into the cache (runs in the pre-build subprocess).
+
+    ``confine``: ``path`` is a candidate (untrusted): this process confines itself first
+    (:func:`profd.harness.sandbox.confine_builder`), never imports the file, and refuses flags
+    outside the safe list that ``original``'s own calls do not pass."""
     path = Path(path)
     t0 = time.perf_counter()
     src = path.read_text()
     calls, skipped = static_load_inline_calls(src)
+    if confine:
+        allow_import = False
+        trusted = static_load_inline_calls(Path(original).read_text())[0] if original else []
+        bad = sorted({f for kw in calls for f in unsafe_build_flags(kw, trusted)})
+        if bad:
+            return BuildResult(False, time.perf_counter() - t0, False,
+                               f"{path.name}: the candidate passes compiler flags profd does not run for a "
+                               f"candidate: {' '.join(bad)}. Candidates may use the original's flags and "
+                               "optimisation, code-generation, define and warning flags (-O3, --use_fast_math, "
+                               "-DNAME=1, --maxrregcount=N, ...); flags that load plugins or choose other "
+                               "tools could run a program outside the candidate's sandbox.")
+        import tempfile
+
+        from profd.harness.sandbox import confine_builder
+
+        confine_builder(path, tempfile.mkdtemp(prefix="profd-build-"))
     import torch  # noqa: F401  (the cache key includes its version)
 
     hook = install_build_hook(cache_dir, path, cupy=False)
@@ -848,13 +927,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("file")
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--allow-import", action="store_true")
+    p.add_argument("--confine", action="store_true", help="FILE is a candidate: confine the build, screen flags")
+    p.add_argument("--original", default=None, help="with --confine: the user's file, whose flags are trusted")
     sub.add_parser("status")
     a = ap.parse_args(argv)
     if a.cmd == "status":
         print(json.dumps(cuda_toolchain_status().to_dict()))
         return 0
     try:
-        r = prebuild_file(a.file, a.cache_dir or default_cache_dir(), a.allow_import)
+        r = prebuild_file(a.file, a.cache_dir or default_cache_dir(), a.allow_import, a.confine, a.original)
     except Exception as e:  # report, never traceback at the pool
         r = BuildResult(False, 0.0, False, f"{Path(a.file).name}: pre-build failed: {type(e).__name__}: {e}")
     d = r.to_dict()

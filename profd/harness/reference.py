@@ -105,6 +105,14 @@ def main(argv: list[str]) -> int:
     sandbox_child(original, Path.cwd() / "x")
     from profd.harness.target import TargetLoadError, load_target
 
+    # A CUDA original builds at import (KernelBench's module-level load_inline): through profd's
+    # build cache, where profile() has just built it, rather than a fresh build of its own.
+    from profd.harness.cuda_build import prepare_child
+
+    cuda_verdict, _hook = prepare_child(original)
+    if cuda_verdict:
+        _answer({"ready": False, "message": cuda_verdict})
+        return 1
     try:
         target = load_target(original)
     except TargetLoadError as e:

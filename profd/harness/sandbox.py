@@ -382,8 +382,16 @@ def _arch() -> str:
     return os.uname().machine
 
 
-def _seccomp_program(pid: int) -> list[tuple[int, int, int, int]]:
-    """The BPF program: (code, jt, jf, k) tuples. Offsets into seccomp_data: nr 0, arch 4, args 16+8i."""
+# What a CUDA build needs that a candidate is denied: ninja puts each compiler in its own process
+# group (posix_spawn with SETPGROUP: setpgid) and signals those groups; the linker sets its
+# output's mode (chmod). The builder runs no candidate Python and only screened flags.
+_BUILDER_ALLOWS = ("chmod", "fchmod", "fchmodat", "fchmodat2", "setsid", "setpgid")
+
+
+def _seccomp_program(pid: int, builder: bool = False) -> list[tuple[int, int, int, int]]:
+    """The BPF program: (code, jt, jf, k) tuples. Offsets into seccomp_data: nr 0, arch 4, args 16+8i.
+
+    ``builder``: the CUDA builder's filter (``_BUILDER_ALLOWS`` allowed, any process signalled)."""
     arch = _arch()
     eperm = SECCOMP_RET_ERRNO | errno.EPERM
     kill_nr, tgkill_nr = _KILL[arch]
@@ -396,10 +404,11 @@ def _seccomp_program(pid: int) -> list[tuple[int, int, int, int]]:
     ]
     if arch == "x86_64":
         prog += [(_JGE_K, 0, 1, 0x40000000), (_RET_K, 0, 0, eperm)]  # x32 syscalls
-    for nr in _DENY[arch].values():
-        prog += [(_JEQ_K, 0, 1, nr), (_RET_K, 0, 0, eperm)]
+    for name, nr in _DENY[arch].items():
+        if not (builder and name in _BUILDER_ALLOWS):
+            prog += [(_JEQ_K, 0, 1, nr), (_RET_K, 0, 0, eperm)]
     # kill(pid, sig) and tgkill(tgid, tid, sig): arg 0 must be this process, its group or 0.
-    for nr in (kill_nr, tgkill_nr):
+    for nr in (() if builder else (kill_nr, tgkill_nr)):
         prog += [(_JEQ_K, 0, 2 + 2 * len(own) + 1, nr), (_LD_W_ABS, 0, 0, 16)]
         for v in own:
             prog += [(_JEQ_K, 0, 1, v), (_RET_K, 0, 0, SECCOMP_RET_ALLOW)]
@@ -413,8 +422,9 @@ def _seccomp_program(pid: int) -> list[tuple[int, int, int, int]]:
     return prog
 
 
-def apply_seccomp(pid: Optional[int] = None) -> str:
-    """Install the candidate filter on this process (and all it starts); never raises.
+def apply_seccomp(pid: Optional[int] = None, builder: bool = False) -> str:
+    """Install the candidate filter (``builder``: the CUDA builder's) on this process and all it
+    starts; never raises.
 
     Returns "seccomp: ..." or "unavailable: <reason>". Requires NO_NEW_PRIVS (set here)."""
     if sandbox_disabled():
@@ -423,7 +433,7 @@ def apply_seccomp(pid: Optional[int] = None) -> str:
     if arch not in AUDIT_ARCH:
         return f"unavailable: no seccomp table for {arch}"
     try:
-        prog = _seccomp_program(pid or os.getpid())
+        prog = _seccomp_program(pid or os.getpid(), builder)
         arr = (_SockFilter * len(prog))(*[_SockFilter(c, jt, jf, k) for c, jt, jf, k in prog])
         fprog = _SockFprog(len(prog), ctypes.cast(arr, ctypes.POINTER(_SockFilter)))
         libc = _libc()
@@ -435,6 +445,8 @@ def apply_seccomp(pid: Optional[int] = None) -> str:
             return f"unavailable: prctl(PR_SET_SECCOMP): {os.strerror(ctypes.get_errno())}"
     except Exception as e:
         return f"unavailable: {type(e).__name__}: {e}"
+    if builder:
+        return "seccomp: no network sockets, no ptrace, no reading other processes' memory"
     return "seccomp: no network sockets, signals only to its own group, no ptrace, no metadata changes"
 
 
@@ -465,14 +477,43 @@ def apply_read_restriction() -> str:
     return "landlock: other processes' /proc entries unreadable"
 
 
+_confined = False
+
+
+def confined() -> bool:
+    """Whether this process confined itself for candidate code (:func:`confine_candidate`)."""
+    return _confined
+
+
 def confine_candidate() -> dict[str, str]:
     """Everything beyond the write restriction, for a process about to import a candidate.
 
     Returns {protection: description or "unavailable: ..."} for the Measurement and the report."""
+    global _confined
+    _confined = True
     reads = apply_read_restriction()
     filt = apply_seccomp()
     return {"other processes' /proc": reads, "network": filt, "signals outside its group": filt,
             "metadata changes": filt}
+
+
+def confine_builder(target: str | Path, scratch: str | Path) -> str:
+    """Confine the process that compiles a candidate's CUDA code (``cuda_build prebuild --confine``).
+
+    A candidate's child may not build (its filter denies what ninja and the linker do), so the
+    tuner builds candidates ahead, in a process that runs none of their Python: it may write
+    only its scratch directory (its cwd), the temp dir and the build caches, opens no network
+    socket and traces nothing; ``target``'s directory and profd's state stay read-only. Never raises."""
+    try:
+        os.chdir(scratch)
+        roots, notes = child_write_roots(Path(scratch), [Path(target).parent, state_dir_path()])
+        desc = apply_sandbox(roots)
+        desc += "; " + apply_seccomp(builder=True)
+        if notes:
+            desc += "; " + "; ".join(notes)
+        return desc
+    except Exception as e:
+        return f"unavailable: {type(e).__name__}: {e}"
 
 
 def unenforced(p: dict[str, str]) -> list[str]:
