@@ -240,7 +240,7 @@ def prebuild(files: list[Path], cache: Path, jobs: int) -> dict[str, Any]:
 
 def _progress(path: Path, step: str, rec: dict[str, Any]) -> None:
     """One line per step, so that a call cut short still says how far each target got."""
-    keys = ("rc", "wall_s", "status", "median_ms", "launches_captured", "speedup", "evaluated",
+    keys = ("rc", "wall_s", "status", "median_ms", "launches_captured", "speedup", "evaluated", "kept", "error",
             "startup_verdict_s", "python comment (cached build)", "CUDA source changed (rebuild)")
     print(f"   {path.stem} {step}: " + json.dumps({k: rec[k] for k in keys if k in rec}, default=str), flush=True)
 
@@ -264,7 +264,7 @@ def run_target(path: Path, args: argparse.Namespace, work: Path) -> dict[str, An
     user.mkdir()
     copy = user / path.name
     shutil.copy(path, copy)
-    rc, out, err, wall = _cli(["tune", str(copy), "--budget", str(args.budget), "--no-llm", "--json", "-v"], env, 900)
+    rc, out, err, wall = (None, "{}", "skipped (--skip-tune)", 0.0) if path.stem in args.skip_tune else _cli(["tune", str(copy), "--budget", str(args.budget), "--no-llm", "--json", "-v"], env, 900)
     tune: dict[str, Any] = {"rc": rc, "wall_s": round(wall, 1), "stderr_tail": err[-2500:]}
     try:
         d = json.loads(out)
@@ -282,6 +282,7 @@ def run_target(path: Path, args: argparse.Namespace, work: Path) -> dict[str, An
             tune["apply_rc"] = ap[0]
     except (json.JSONDecodeError, TypeError):
         tune["error"] = (out + err)[-1500:]
+    tune["kept"] = [a["rationale"][:90] for a in tune.get("attempts", []) if a.get("accepted")]
     res["tune"] = tune
     _progress(path, "tune", tune)
     pts = grid_sources(path.read_text())
@@ -318,6 +319,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--budget", type=int, default=12)
     ap.add_argument("--jobs", type=int, default=12, help="parallel CUDA builds for the grid")
     ap.add_argument("--watch", type=int, default=1, help="how many targets (the first ones) get the watch test")
+    ap.add_argument("--skip-tune", nargs="*", default=[], help="target stems whose tune was measured earlier")
     ap.add_argument("--skip-profile", action="store_true", help="no profile steps (measured in an earlier call)")
     ap.add_argument("--max-seconds", type=float, default=None, help="start no target after this many seconds")
     args = ap.parse_args(argv)

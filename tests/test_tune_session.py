@@ -247,3 +247,20 @@ def is_held_in(env: dict, key: str) -> bool:
             os.environ.pop("PROFD_STATE_DIR", None)
         else:
             os.environ["PROFD_STATE_DIR"] = old
+
+
+# --------------------------------------------------------------------------- a chatty original
+
+
+def test_an_original_that_prints_to_stdout_is_tuned_not_an_internal_error(tmp_path: Path, env: dict) -> None:
+    """KernelBench's load_inline(verbose=True) has ninja print "[1/3] ..." on stdout, in the judge's
+    reference process too: that once ended `profd tune` with "profd failed inside itself"."""
+    target = tmp_path / "add.py"
+    target.write_text('print("[1/3] c++ -c main.cpp -o main.o", flush=True)\n'
+                      + ADD.replace("def reference(", 'def _unused():\n    pass\n\n\ndef reference(', 1))
+    src = target.read_text()
+    assert src.startswith("print(")
+    r = profd(env, "tune", str(target), "--budget", "2", "--no-llm", "--json")
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    data = json.loads(r.stdout)
+    assert data["evaluated"] >= 1 and "inside itself" not in json.dumps(data), data.get("stopped")

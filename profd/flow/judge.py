@@ -190,9 +190,18 @@ class ReferenceProcess:
         import select
 
         assert self.proc and self.proc.stdout
-        r, _, _ = select.select([self.proc.stdout], [], [], timeout_s)
-        line = self.proc.stdout.readline() if r else ""
-        return json.loads(line) if line.strip() else {}
+        deadline = time.monotonic() + timeout_s
+        while True:
+            r, _, _ = select.select([self.proc.stdout], [], [], max(deadline - time.monotonic(), 0.0))
+            line = self.proc.stdout.readline() if r else ""
+            if not line:
+                return {}
+            try:
+                ans = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # not an answer (the process keeps its stdout for them; belt and braces)
+            if isinstance(ans, dict):
+                return ans
 
     def check(self, calls: list[dict[str, Any]], timeout_s: float) -> dict[str, Any]:
         """The reference's verdict on claimed outputs: {"ok", "status", "message"}."""
