@@ -151,3 +151,16 @@ def test_the_builder_cannot_write_the_users_directory(tmp_path: Path) -> None:
     (tmp_path / "cache").mkdir()
     out = subprocess.run([sys.executable, str(probe)], capture_output=True, text=True, timeout=60, env=env).stdout
     assert f"denied {orig.parent / 'x'}" in out and f"wrote {tmp_path / 'cache' / 'ok'}" in out, out
+
+
+def test_a_cuda_target_proposes_as_many_candidates_per_round_as_it_builds_at_once(tmp_path: Path) -> None:
+    """Builds overlap only if they are proposed together; a Triton target keeps its batch."""
+    import os
+
+    from profd.flow.tune import _Prebuilds
+
+    examples = ROOT / "examples" / "kernels"
+    cuda = _Prebuilds(examples / "cuda_matmul.py", (examples / "cuda_matmul.py").read_text())
+    triton = _Prebuilds(examples / "vector_add.py", (examples / "vector_add.py").read_text())
+    assert cuda.width == max(1, min(8, (os.cpu_count() or 2) - 2)) and triton.width == 0
+    assert triton.wait(tmp_path / "x.py") is None  # nothing to wait for: the judge goes straight on
