@@ -164,3 +164,16 @@ def test_a_cuda_target_proposes_as_many_candidates_per_round_as_it_builds_at_onc
     triton = _Prebuilds(examples / "vector_add.py", (examples / "vector_add.py").read_text())
     assert cuda.width == max(1, min(8, (os.cpu_count() or 2) - 2)) and triton.width == 0
     assert triton.wait(tmp_path / "x.py") is None  # nothing to wait for: the judge goes straight on
+
+
+def test_the_flag_screen_on_real_flag_lists() -> None:
+    """KernelBench solutions pass extra_cflags=[""]; the examples -O3 and ptxas -v; plugins are refused."""
+    from profd.harness.cuda_build import static_load_inline_calls, unsafe_build_flags
+
+    for f in ("cuda_matmul.py", "cuda_reduce.py", "kernelbench_cuda_add.py"):
+        calls, skipped = static_load_inline_calls((ROOT / "examples" / "kernels" / f).read_text())
+        assert calls and not skipped and all(unsafe_build_flags(c) == [] for c in calls), f
+    call = {"extra_cuda_cflags": ["-O3", "--use_fast_math", "--ptxas-options=-v", "-Xcompiler", "-fplugin=x.so"],
+            "extra_ldflags": ["-Wl,--wrap=malloc", "-lcublas"]}
+    assert unsafe_build_flags(call) == ["-Xcompiler", "-fplugin=x.so", "-Wl,--wrap=malloc"]
+    assert unsafe_build_flags(call, [{"extra_cuda_cflags": ["-Xcompiler"]}]) == ["-fplugin=x.so", "-Wl,--wrap=malloc"]
