@@ -245,17 +245,20 @@ def _progress(path: Path, step: str, rec: dict[str, Any]) -> None:
     print(f"   {path.stem} {step}: " + json.dumps({k: rec[k] for k in keys if k in rec}, default=str), flush=True)
 
 
-def run_target(path: Path, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+def run_target(path: Path, args: argparse.Namespace, work: Path, res: Optional[dict[str, Any]] = None,
+               save: Any = lambda: None) -> dict[str, Any]:
+    """One target's steps into ``res``; ``save()`` after each, so a call cut short keeps them."""
     state, cache = work / "state", work / "cuda-cache"
     state.mkdir()
     env = _env(state, cache)
-    res: dict[str, Any] = {"name": path.stem, "file": str(path)}
+    res = {"name": path.stem, "file": str(path)} if res is None else res
     # Cold without counters first: the build and the verdict, apart from what ncu adds.
     for key, counters in (("profile_cold", False), ("profile_cached", False), ("profile_counters", True)):
         if args.skip_profile:
             break
         res[key] = profile_once(path, env, counters=counters)
         _progress(path, key, res[key])
+        save()
     if args.watch > 0:
         args.watch -= 1
         res["watch"] = watch_latency(path, env, work)
@@ -285,6 +288,7 @@ def run_target(path: Path, args: argparse.Namespace, work: Path) -> dict[str, An
     tune["kept"] = [a["rationale"][:90] for a in tune.get("attempts", []) if a.get("accepted")]
     res["tune"] = tune
     _progress(path, "tune", tune)
+    save()
     pts = grid_sources(path.read_text())
     gdir = work / "grid"
     gdir.mkdir()
@@ -334,15 +338,20 @@ def main(argv: Optional[list[str]] = None) -> int:
             doc["results"].append({"name": p.stem, "skipped": "out of time"})
             continue
         print(f"== {p.name} ({time.time() - t0:.0f} s)", flush=True)
+        r: dict[str, Any] = {"name": p.stem, "file": str(p)}
+        doc["results"].append(r)
+
+        def save() -> None:
+            (out / f"cuda_gpu-{doc['date']}.json").write_text(json.dumps(doc, indent=1, default=str))
+
         with tempfile.TemporaryDirectory(prefix=f"cuda-{p.stem}-", dir=os.environ.get("HOME")) as w:
             try:
-                r = run_target(p, args, Path(w))
+                run_target(p, args, Path(w), r, save)
             except Exception as e:  # noqa: BLE001 - one target's failure is a result
-                r = {"name": p.stem, "error": f"{type(e).__name__}: {e}"}
-        doc["results"].append(r)
+                r["error"] = f"{type(e).__name__}: {e}"
         print(json.dumps({k: r.get(k) for k in ("name", "as_written_ms", "tuned_ms", "grid_best_ms",
                                                   "tuned_over_grid", "error")}), flush=True)
-        (out / f"cuda_gpu-{doc['date']}.json").write_text(json.dumps(doc, indent=1, default=str))
+        save()
     return 0
 
 
