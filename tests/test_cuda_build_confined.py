@@ -177,3 +177,38 @@ def test_the_flag_screen_on_real_flag_lists() -> None:
             "extra_ldflags": ["-Wl,--wrap=malloc", "-lcublas"]}
     assert unsafe_build_flags(call) == ["-Xcompiler", "-fplugin=x.so", "-Wl,--wrap=malloc"]
     assert unsafe_build_flags(call, [{"extra_cuda_cflags": ["-Xcompiler"]}]) == ["-fplugin=x.so", "-Wl,--wrap=malloc"]
+
+
+def test_ending_a_session_kills_its_pending_builds_and_their_leftovers_do_not_block_a_rebuild(
+        tmp_path: Path) -> None:
+    """A session that ends does not wait for builds it will never measure; torch's lock file left
+    by a killed build would make every later load of that source wait forever."""
+    import time
+
+    from profd.harness.cuda_build import PreBuilder
+
+    orig, cand = _files(tmp_path, 7)
+    cache = tmp_path / "cache"
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PROFD_STATE_DIR": str(tmp_path / "state"),
+           "PROFD_CUDA_CACHE_DIR": str(cache), "TMPDIR": str(tmp_path)}
+    pb = PreBuilder(cache, max_jobs=1, env=env, original=orig)
+    fut = pb.submit(cand)
+    queued = pb.submit(tmp_path / "never.py")
+    # wait until torch holds its lock in the build directory, then end the session
+    end = time.monotonic() + 120
+    while time.monotonic() < end and not list(cache.glob("*/lock")):
+        time.sleep(0.05)
+    locks = list(cache.glob("*/lock"))
+    assert locks, "the build never started"
+    t0 = time.monotonic()
+    pb.shutdown(wait=False)
+    r = fut.result(timeout=30)
+    assert time.monotonic() - t0 < 10 and not r.ok
+    assert queued.cancelled() or not queued.result(timeout=10).ok
+    assert locks[0].exists()  # the killed build's leftover
+    # A later session builds the same source (its hook clears the stale lock under its flock) ...
+    again = _prebuild(cand, orig, cache, tmp_path)
+    assert again.ok, again.error_paragraph
+    # ... and a confined child loads it even when a stale lock is there again.
+    locks[0].write_text("")
+    assert _load(cand, cache, tmp_path) == {"twice_3": 13}

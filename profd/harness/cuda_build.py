@@ -21,6 +21,7 @@ without loading torch or touching the GPU.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import hashlib
 import json
 import os
@@ -32,7 +33,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
 # --------------------------------------------------------------------------- records
 
@@ -187,7 +188,8 @@ class BuildHook:
             t0 = time.perf_counter()
             try:
                 # copies: torch's load_inline inserts its prelude into the lists it is given
-                return orig(ext, list(cpp), list(cuda) or None, *args, build_directory=str(bdir), **kwargs)
+                with _build_dir_lock(bdir):
+                    return orig(ext, list(cpp), list(cuda) or None, *args, build_directory=str(bdir), **kwargs)
             except Exception as e:
                 rec.ok = False
                 text = str(e)
@@ -240,7 +242,8 @@ class BuildHook:
                     file=Path(files[0]).name if files else "the candidate", name=name), None)
             t0 = time.perf_counter()
             try:
-                return orig(ext, files, *args, build_directory=str(bdir), **kwargs)
+                with _build_dir_lock(bdir):
+                    return orig(ext, files, *args, build_directory=str(bdir), **kwargs)
             except Exception as e:
                 rec.ok = False
                 if _is_build_failure(e):
@@ -400,6 +403,29 @@ def _caller_file() -> Optional[Path]:
             return Path(fn)
         f = f.f_back  # type: ignore[assignment]
     return None
+
+
+@contextlib.contextmanager
+def _build_dir_lock(bdir: Path) -> Iterator[None]:
+    """Hold an flock on ``bdir`` around torch's build or load there, and clear a stale torch lock.
+
+    torch guards a build directory with a ``lock`` file it creates and deletes itself (even to
+    load a finished build); a builder killed mid-build (a tuning session that ends kills its
+    pending builds) leaves it behind, and every later load of that source would wait for it
+    forever. The kernel drops an flock when its holder dies, so under ours a ``lock`` file can
+    only be such a leftover."""
+    import fcntl
+
+    fd = os.open(bdir / ".profd.flock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            (bdir / "lock").unlink()
+        except FileNotFoundError:
+            pass
+        yield
+    finally:
+        os.close(fd)
 
 
 def _built(bdir: Path, ext: str) -> bool:
@@ -701,6 +727,15 @@ def cuda_toolchain_status(env: Optional[dict[str, str]] = None, gpu_probe: Optio
 # --------------------------------------------------------------------------- the pre-builder
 
 
+def _kill_group(proc: subprocess.Popen) -> None:
+    import signal
+
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
 class PreBuilder:
     """Compile candidates' CUDA code ahead of their measurement, at most ``max_jobs`` at a time.
 
@@ -724,6 +759,9 @@ class PreBuilder:
         # set: the files are candidates of this original, built confined with screened flags
         self.original = Path(original) if original else None
         self._pool = cf.ThreadPoolExecutor(max_workers=self.max_jobs, thread_name_prefix="profd-prebuild")
+        self._procs: set[subprocess.Popen] = set()
+        self._lock = threading.Lock()
+        self._closed = False
 
     def submit(self, source_path: Union[str, Path]) -> "cf.Future[BuildResult]":
         """Queue one file; the future's result is its :class:`BuildResult` (never raises for a bad build)."""
@@ -739,13 +777,24 @@ class PreBuilder:
             cmd.append("--allow-import")
         if self.original is not None:
             cmd += ["--confine", "--original", str(self.original)]
+        with self._lock:
+            if self._closed:
+                return BuildResult(False, 0.0, False, f"{path.name}: not built (the tuning session ended)")
+            # its own session: a hung nvcc is killed with the job, and shutdown() kills what still runs
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                                    start_new_session=True)
+            self._procs.add(proc)
         try:
-            # its own session: a hung nvcc is killed with the job
-            p = subprocess.run(cmd, capture_output=True, text=True, timeout=self.timeout_s, env=env,
-                               start_new_session=True)
+            out, err = proc.communicate(timeout=self.timeout_s)
         except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            proc.communicate()
             return BuildResult(False, time.perf_counter() - t0, False,
                                f"{path.name}: building the CUDA code took longer than {self.timeout_s:.0f} s")
+        finally:
+            with self._lock:
+                self._procs.discard(proc)
+        p = subprocess.CompletedProcess(cmd, proc.returncode, out, err)
         for line in reversed(p.stdout.splitlines()):
             if line.startswith("PREBUILD "):
                 d = json.loads(line[len("PREBUILD "):])
@@ -756,6 +805,13 @@ class PreBuilder:
                            f"{path.name}: the pre-build process exited with {p.returncode}: {tail}")
 
     def shutdown(self, wait: bool = True) -> None:
+        """``wait=False``: queued builds are dropped and running ones killed (a tuning session that
+        ends must not wait a minute for builds of candidates it will never measure)."""
+        if not wait:
+            with self._lock:
+                self._closed = True
+                for proc in list(self._procs):
+                    _kill_group(proc)
         self._pool.shutdown(wait=wait, cancel_futures=not wait)
 
     def __enter__(self) -> "PreBuilder":
