@@ -135,14 +135,18 @@ def test_ctrl_c_closes_the_session_with_the_best_so_far_and_apply_uses_it(tmp_pa
 
 def test_time_limit_closes_the_session_with_per_shape_timings_and_configs(tmp_path: Path, env: dict) -> None:
     target = tmp_path / "add.py"
-    target.write_text(ADD)
+    # Every input set costs 30 ms: on an idle 2-core machine profd judges this kernel's whole search
+    # space in about 16 s, and a time limit that never binds tests nothing (with it: ~80 s, first keep ~18 s).
+    target.write_text(ADD.replace("def get_inputs(", "def _slow():\n    import time\n    time.sleep(0.03)\n\n\n"
+                                  "def get_inputs(", 1).replace("    return [", "    _slow()\n    return [", 1))
+    assert "_slow()\n    return [" in target.read_text()
     t0 = time.monotonic()
-    r = profd(env, "tune", str(target), "--budget", "40", "--no-llm", "--time", "20", "--json")
+    r = profd(env, "tune", str(target), "--budget", "400", "--no-llm", "--time", "40", "--json")
     wall = time.monotonic() - t0
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     data = json.loads(r.stdout)
-    assert data["stopped"].startswith("time budget of 20 s"), data["stopped"]
-    assert 0 < data["evaluated"] < 40 and wall < 20 + 60
+    assert data["stopped"].startswith("time budget of 40 s"), data["stopped"]
+    assert 0 < data["evaluated"] < 400 and wall < 40 + 60
     assert data["best_candidate"], [a["verdict"]["reason"] for a in data["attempts"]]
     shapes = {json.dumps(row["shape"], sort_keys=True): row for row in data["shapes"]}
     assert set(shapes) == {'{"n": 4096}', '{"n": 300}'}
