@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -246,7 +246,7 @@ def _progress(path: Path, step: str, rec: dict[str, Any]) -> None:
 
 
 def run_target(path: Path, args: argparse.Namespace, work: Path, res: Optional[dict[str, Any]] = None,
-               save: Any = lambda: None) -> dict[str, Any]:
+               save: Callable[[], None] = lambda: None) -> dict[str, Any]:
     """One target's steps into ``res``; ``save()`` after each, so a call cut short keeps them."""
     state, cache = work / "state", work / "cuda-cache"
     state.mkdir()
@@ -267,12 +267,16 @@ def run_target(path: Path, args: argparse.Namespace, work: Path, res: Optional[d
     user.mkdir()
     copy = user / path.name
     shutil.copy(path, copy)
-    rc, out, err, wall = (None, "{}", "skipped (--skip-tune)", 0.0) if path.stem in args.skip_tune else _cli(["tune", str(copy), "--budget", str(args.budget), "--no-llm", "--json", "-v"], env, 900)
+    if path.stem in args.skip_tune:
+        rc, out, err, wall = None, "{}", "skipped (--skip-tune)", 0.0
+    else:
+        rc, out, err, wall = _cli(["tune", str(copy), "--budget", str(args.budget), "--no-llm", "--json", "-v"],
+                                  env, 900)
     tune: dict[str, Any] = {"rc": rc, "wall_s": round(wall, 1), "stderr_tail": err[-2500:]}
     try:
         d = json.loads(out)
-        tune.update(error=d.get("error"), evaluated=d.get("evaluated"), speedup=d.get("speedup"), baseline_ms=d.get("baseline_ms"),
-                    best_ms=d.get("best_ms"), stopped=d.get("stopped"), startup=d.get("startup"),
+        tune.update(error=d.get("error"), evaluated=d.get("evaluated"), speedup=d.get("speedup"),
+                    baseline_ms=d.get("baseline_ms"), best_ms=d.get("best_ms"), stopped=d.get("stopped"), startup=d.get("startup"),
                     attempts=[{"rationale": (a.get("candidate") or {}).get("rationale", "")[:140],
                                "status": a.get("status"), "median_ms": a.get("median_ms"),
                                "accepted": (a.get("verdict") or {}).get("accepted"),

@@ -35,6 +35,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
+from profd.harness.runner import kill_group
+
 # --------------------------------------------------------------------------- records
 
 
@@ -158,6 +160,13 @@ class BuildHook:
         self._orig: dict[str, Any] = {}
         self._lock = threading.Lock()
 
+    def _refuse_unbuilt(self, rec: BuildRecord, call: str, file: str) -> None:
+        """In a confined candidate child, a build missing from the cache is an error, never a build."""
+        rec.ok, rec.error = False, "not pre-built"
+        with self._lock:
+            self.records.append(rec)
+        raise CudaBuildError(_NOT_PREBUILT.format(file=file, call=call, name=rec.name), None)
+
     # ---- torch
     def _wrap_load_inline(self, orig: Callable[..., Any]) -> Callable[..., Any]:
         hook = self
@@ -180,11 +189,7 @@ class BuildHook:
             # the user's file for the error mapping: the target, else whoever called load_inline
             py_path = hook.py_path or _caller_file()
             if not hit and _confined():
-                rec.ok, rec.error = False, "not pre-built"
-                with hook._lock:
-                    hook.records.append(rec)
-                raise CudaBuildError(_NOT_PREBUILT.format(file=(py_path.name if py_path else "the candidate"),
-                                                          name=name), None)
+                hook._refuse_unbuilt(rec, "load_inline", py_path.name if py_path else "the candidate")
             t0 = time.perf_counter()
             try:
                 # copies: torch's load_inline inserts its prelude into the lists it is given
@@ -235,11 +240,7 @@ class BuildHook:
             bdir.mkdir(parents=True, exist_ok=True)
             rec = BuildRecord("load", name, key, _built(bdir, ext), build_directory=str(bdir))
             if not rec.cache_hit and _confined():
-                rec.ok, rec.error = False, "not pre-built"
-                with hook._lock:
-                    hook.records.append(rec)
-                raise CudaBuildError(_NOT_PREBUILT.replace("load_inline", "load").format(
-                    file=Path(files[0]).name if files else "the candidate", name=name), None)
+                hook._refuse_unbuilt(rec, "load", Path(files[0]).name if files else "the candidate")
             t0 = time.perf_counter()
             try:
                 with _build_dir_lock(bdir):
@@ -377,7 +378,7 @@ class _CupyFinder:
         return spec
 
 
-_NOT_PREBUILT = ("{file}: load_inline('{name}') has no build in profd's cache. A candidate runs in a sandbox "
+_NOT_PREBUILT = ("{file}: {call}('{name}') has no build in profd's cache. A candidate runs in a sandbox "
                  "that cannot compile, so profd builds its CUDA code beforehand, from load_inline calls whose "
                  "arguments are literals or module-level strings; this call's sources or flags are computed "
                  "when the file runs. Keep the CUDA source and flags in module-level strings (as the original "
@@ -727,15 +728,6 @@ def cuda_toolchain_status(env: Optional[dict[str, str]] = None, gpu_probe: Optio
 # --------------------------------------------------------------------------- the pre-builder
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
-    import signal
-
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
 class PreBuilder:
     """Compile candidates' CUDA code ahead of their measurement, at most ``max_jobs`` at a time.
 
@@ -787,22 +779,21 @@ class PreBuilder:
         try:
             out, err = proc.communicate(timeout=self.timeout_s)
         except subprocess.TimeoutExpired:
-            _kill_group(proc)
+            kill_group(proc)
             proc.communicate()
             return BuildResult(False, time.perf_counter() - t0, False,
                                f"{path.name}: building the CUDA code took longer than {self.timeout_s:.0f} s")
         finally:
             with self._lock:
                 self._procs.discard(proc)
-        p = subprocess.CompletedProcess(cmd, proc.returncode, out, err)
-        for line in reversed(p.stdout.splitlines()):
+        for line in reversed(out.splitlines()):
             if line.startswith("PREBUILD "):
                 d = json.loads(line[len("PREBUILD "):])
                 d["builds"] = [BuildRecord(**b) for b in d.get("builds", [])]
                 return BuildResult(**d)
-        tail = " / ".join((p.stderr or p.stdout).strip().splitlines()[-3:])
+        tail = " / ".join((err or out).strip().splitlines()[-3:])
         return BuildResult(False, time.perf_counter() - t0, False,
-                           f"{path.name}: the pre-build process exited with {p.returncode}: {tail}")
+                           f"{path.name}: the pre-build process exited with {proc.returncode}: {tail}")
 
     def shutdown(self, wait: bool = True) -> None:
         """``wait=False``: queued builds are dropped and running ones killed (a tuning session that
@@ -811,7 +802,7 @@ class PreBuilder:
             with self._lock:
                 self._closed = True
                 for proc in list(self._procs):
-                    _kill_group(proc)
+                    kill_group(proc)
         self._pool.shutdown(wait=wait, cancel_futures=not wait)
 
     def __enter__(self) -> "PreBuilder":

@@ -506,12 +506,8 @@ def confine_builder(target: str | Path, scratch: str | Path) -> str:
     socket and traces nothing; ``target``'s directory and profd's state stay read-only. Never raises."""
     try:
         os.chdir(scratch)
-        roots, notes = child_write_roots(Path(scratch), [Path(target).parent, state_dir_path()])
-        desc = apply_sandbox(roots)
-        desc += "; " + apply_seccomp(builder=True)
-        if notes:
-            desc += "; " + "; ".join(notes)
-        return desc
+        desc, _ = sandbox_child(target, Path(scratch) / "result")
+        return desc + "; " + apply_seccomp(builder=True)
     except Exception as e:
         return f"unavailable: {type(e).__name__}: {e}"
 
