@@ -66,3 +66,35 @@ def test_a_marker_after_a_big_output_is_timestamped_when_it_arrives(tmp_path, mo
     assert mark == {"clock": "start"}
     assert stamp - sent < 0.4, f"the marker was read {stamp - sent:.2f} s after it was sent"
     assert reader.got.outputs and reader.got.outputs[0].read_bytes() == b"x" * (4 << 20)
+
+
+def test_a_clock_marker_is_stamped_before_its_send_returns(tmp_path) -> None:
+    """The timing phase starts when the start marker's send returns, so the parent's stamp must
+    come before that, even while the parent is still busy with the big output sent before it
+    (on an H200 the stamp came after a 4 ms phase: bracket 0.04 ms, the original refused as forged)."""
+    import os
+    import time
+
+    from profd.harness import channel
+
+    class BusyReader(channel.Reader):
+        def _read(self, n: int):  # a parent slow to take in a big frame
+            data = super()._read(n)
+            if n > 1 << 20:
+                time.sleep(0.5)
+            return data
+
+    r, w = os.pipe()
+    reader = BusyReader(r, tmp_path, 1 << 30)
+    reader.start()
+    channel.send(w, b"O", b"x" * (4 << 20))
+    channel.send_marker(w, {"clock": "start"})
+    returned = time.monotonic()
+    time.sleep(0.05)
+    channel.send_marker(w, {"clock": "end"})
+    os.close(w)
+    reader.join(timeout=10)
+    (t_start, m1), (t_end, m2) = reader.got.markers
+    assert (m1, m2) == ({"clock": "start"}, {"clock": "end"})
+    assert t_start <= returned, f"stamped {t_start - returned:.3f} s after the phase began"
+    assert t_end - t_start >= 0.05

@@ -270,14 +270,14 @@ def _time_bench(req: dict[str, Any], fd: int, report: dict[str, Any], kernel: An
     nbytes = float(original.bytes_moved(*inputs)) if original.bytes_moved else None
     fn = lambda: kernel(*work)  # noqa: E731
     before_launches = counter.count
-    channel.send_json(fd, b"M", {"clock": "start"})
+    channel.send_marker(fd, {"clock": "start"})
     if on_gpu:
         t = T.time_gpu(fn, flops=flops, nbytes=nbytes, rep_ms=float(req.get("rep_ms", 250.0)), before=before,
                        after=after, max_runs=most, min_runs=min(10, most), idle_start=True)
     else:
         t = T.time_cpu(fn, flops=flops, nbytes=nbytes, before=before, after=after, runs=min(5, most))
     sync()
-    channel.send_json(fd, b"M", {"clock": "end"})
+    channel.send_marker(fd, {"clock": "end"})
     for out in held:
         channel.send(fd, b"O", _blob(out))
     held.clear()
