@@ -40,7 +40,8 @@ LOADER = textwrap.dedent('''
     from profd.harness import sandbox
     scratch = tempfile.mkdtemp()
     os.chdir(scratch)
-    sandbox.sandbox_child(sys.argv[1], Path(scratch) / "result.json")
+    os.environ["PROFD_PRIVATE_CACHE"] = tempfile.mkdtemp()
+    sandbox.sandbox_child(sys.argv[1], Path(scratch) / "result.json", candidate=True)
     sandbox.confine_candidate()
     from profd.harness.cuda_build import CudaBuildError, install_build_hook
     install_build_hook(sys.argv[2], sys.argv[1], cupy=False)
@@ -49,7 +50,12 @@ LOADER = textwrap.dedent('''
     m = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(m)
-        print(json.dumps({"twice_3": m.mod.twice(3)}))
+        try:  # the build cache is read-only for a candidate: no .so another run loads can be replaced
+            open(m.mod.__file__, "r+b").close()
+            so = "writable"
+        except PermissionError:
+            so = "read-only"
+        print(json.dumps({"twice_3": m.mod.twice(3), "so": so}))
     except CudaBuildError as e:
         print(json.dumps({"error": str(e)}))
 ''')
@@ -96,7 +102,9 @@ def test_a_candidate_built_by_the_confined_builder_loads_in_the_candidates_sandb
     r = _prebuild(cand, orig, cache, tmp_path)
     assert r.ok, r.error_paragraph
     assert not r.cache_hit and r.builds and r.builds[0].build_directory.startswith(str(cache))
-    assert _load(cand, cache, tmp_path) == {"twice_3": 11}
+    before = sorted((str(p), p.stat().st_mtime_ns) for p in cache.rglob("*"))
+    assert _load(cand, cache, tmp_path) == {"twice_3": 11, "so": "read-only"}
+    assert sorted((str(p), p.stat().st_mtime_ns) for p in cache.rglob("*")) == before, "loading wrote the cache"
     # A second pre-build of the same source is a cache hit.
     again = _prebuild(cand, orig, cache, tmp_path)
     assert again.ok and again.cache_hit
@@ -106,8 +114,11 @@ def test_the_candidates_own_filter_is_what_stops_ninja(tmp_path: Path) -> None:
     """The reason for the builder: under the candidate's confinement torch's own build fails."""
     _, cand = _files(tmp_path, 1)
     script = tmp_path / "direct.py"
+    # The extensions directory is the child's writable cache here: only the filter stands in the way.
     script.write_text(LOADER.replace("install_build_hook(sys.argv[2], sys.argv[1], cupy=False)",
-                                     "os.environ['TORCH_EXTENSIONS_DIR'] = sys.argv[2]"))
+                                     "os.environ['TORCH_EXTENSIONS_DIR'] = sys.argv[2]")
+                      .replace('os.environ["PROFD_PRIVATE_CACHE"] = tempfile.mkdtemp()',
+                               'os.environ["PROFD_PRIVATE_CACHE"] = sys.argv[2]'))
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PROFD_STATE_DIR": str(tmp_path / "state"),
            "TORCH_EXTENSIONS_DIR": str(tmp_path / "ext"), "TMPDIR": str(tmp_path)}
     (tmp_path / "ext").mkdir()
@@ -211,4 +222,4 @@ def test_ending_a_session_kills_its_pending_builds_and_their_leftovers_do_not_bl
     assert again.ok, again.error_paragraph
     # ... and a confined child loads it even when a stale lock is there again.
     locks[0].write_text("")
-    assert _load(cand, cache, tmp_path) == {"twice_3": 13}
+    assert _load(cand, cache, tmp_path) == {"twice_3": 13, "so": "read-only"}

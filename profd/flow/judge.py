@@ -38,6 +38,7 @@ from advisors.base import TuneContext
 from advisors.contract import contract_violations, reaching_violations
 from profd import secrets
 from profd.harness import channel
+from profd.harness.candidate_caches import private_cache_env
 from profd.harness.runner import kill_group, remove_scratch, scrubbed_env
 from profd.model import Candidate, CandidateVerdict, DeviceInfo, Measurement, Status, Timing, Verdict
 from profd.paths import artifacts_dir, ensure_private_dir, write_private
@@ -256,9 +257,13 @@ class Judge:
         self.ref.spawn()  # loads while the caller measures the baseline
         self.base: Optional[JudgedRun] = None
         self.work = ensure_private_dir(artifacts_dir("judge"))
+        # Each candidate source's own cache directories (profd.harness.candidate_caches); under
+        # profd's state dir, which candidates cannot write, and this session's alone.
+        self.caches = Path(tempfile.mkdtemp(prefix="caches-", dir=self.work))
 
     def close(self) -> None:
         self.ref.close()
+        shutil.rmtree(self.caches, ignore_errors=True)
 
     # ------------------------------------------------------------------ one child
 
@@ -325,8 +330,9 @@ class Judge:
         os.chmod(scratch, 0o700)
         (scratch / "request.json").write_text(json.dumps(req))
         dest = Path(tempfile.mkdtemp(prefix="claims-", dir=self.work))  # under profd's state dir: child can't write
+        caches = private_cache_env(self.caches, Path(req["candidate"]).read_bytes())
         if self._warm_usable():
-            claims = self._launch_warm(scratch, dest)
+            claims = self._launch_warm(scratch, dest, caches)
             if claims is not None:
                 return claims
         rfd, wfd = os.pipe()
@@ -336,7 +342,7 @@ class Judge:
         t0 = time.time()
         try:
             proc = subprocess.Popen([sys.executable, "-m", "profd.harness.judged", "request.json", str(wfd)],
-                                    cwd=scratch, env=secrets.scrub_env(scrubbed_env()), stdin=subprocess.DEVNULL,
+                                    cwd=scratch, env=secrets.scrub_env(scrubbed_env(caches)), stdin=subprocess.DEVNULL,
                                     stdout=err, stderr=err, pass_fds=(wfd,), start_new_session=True)
         finally:
             os.close(wfd)
@@ -364,15 +370,16 @@ class Judge:
         claims.got.dest = dest  # type: ignore[attr-defined]
         return claims
 
-    def _launch_warm(self, scratch: Path, dest: Path) -> Optional[_Claims]:
+    def _launch_warm(self, scratch: Path, dest: Path, caches: dict[str, str]) -> Optional[_Claims]:
         """The candidate child as a fork of the warm worker; None when the zygote cannot fork one."""
         fifo = scratch / "channel"
         os.mkfifo(fifo, 0o600)
         reader = channel.FifoReader(fifo, dest, getattr(self, 'cap_now', self.output_cap))
         reader.start()
         t0 = time.time()
-        pid = self.warm.fork_judged(scratch, scratch / "request.json", fifo, secrets.scrub_env(scrubbed_env(
-            getattr(self.warm, "env_overrides", None))), done=lambda: False)
+        env = {**(getattr(self.warm, "env_overrides", None) or {}), **caches}
+        pid = self.warm.fork_judged(scratch, scratch / "request.json", fifo, secrets.scrub_env(scrubbed_env(env)),
+                                    done=lambda: False)
         if pid is None:
             reader.release()
             reader.join(timeout=5)

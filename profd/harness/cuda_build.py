@@ -167,6 +167,33 @@ class BuildHook:
             self.records.append(rec)
         raise CudaBuildError(_NOT_PREBUILT.format(file=file, call=call, name=rec.name), None)
 
+    def _load_prebuilt(self, rec: BuildRecord, ext: str, bdir: Path, is_python_module: bool) -> Any:
+        """In a confined candidate child: load a finished build without torch's JIT, which would write
+        the build directory (its lock, the ninja file) -- the build cache is read-only there, so that
+        no candidate can replace the ``.so`` another source's runs load (candidate_caches)."""
+        t0 = time.perf_counter()
+        try:
+            so = next(bdir / f"{ext}{suf}" for suf in (".so", ".pyd", ".dylib") if (bdir / f"{ext}{suf}").exists())
+            if is_python_module:
+                import importlib.util
+
+                spec = importlib.util.spec_from_file_location(ext, so)
+                assert spec is not None and spec.loader is not None
+                module = importlib.util.module_from_spec(spec)
+                spec.loader.exec_module(module)
+                return module
+            import torch
+
+            torch.ops.load_library(str(so))
+            return str(so)
+        except Exception as e:
+            rec.ok, rec.error = False, f"{type(e).__name__}: {e}"
+            raise
+        finally:
+            rec.seconds = time.perf_counter() - t0
+            with self._lock:
+                self.records.append(rec)
+
     # ---- torch
     def _wrap_load_inline(self, orig: Callable[..., Any]) -> Callable[..., Any]:
         hook = self
@@ -183,13 +210,15 @@ class BuildHook:
             user_dir = kwargs.pop("build_directory", None)
             bdir = Path(user_dir) if user_dir else hook.cache_dir / key
             ext = name if user_dir else f"{_safe_name(name)}_{key}"
-            bdir.mkdir(parents=True, exist_ok=True)
             hit = _built(bdir, ext)
             rec = BuildRecord("load_inline", name, key, hit, build_directory=str(bdir))
             # the user's file for the error mapping: the target, else whoever called load_inline
             py_path = hook.py_path or _caller_file()
-            if not hit and _confined():
-                hook._refuse_unbuilt(rec, "load_inline", py_path.name if py_path else "the candidate")
+            if _confined():
+                if not hit:
+                    hook._refuse_unbuilt(rec, "load_inline", py_path.name if py_path else "the candidate")
+                return hook._load_prebuilt(rec, ext, bdir, kwargs.get("is_python_module", True))
+            bdir.mkdir(parents=True, exist_ok=True)
             t0 = time.perf_counter()
             try:
                 # copies: torch's load_inline inserts its prelude into the lists it is given
@@ -237,10 +266,12 @@ class BuildHook:
             user_dir = kwargs.pop("build_directory", None)
             bdir = Path(user_dir) if user_dir else hook.cache_dir / key
             ext = name if user_dir else f"{_safe_name(name)}_{key}"
-            bdir.mkdir(parents=True, exist_ok=True)
             rec = BuildRecord("load", name, key, _built(bdir, ext), build_directory=str(bdir))
-            if not rec.cache_hit and _confined():
-                hook._refuse_unbuilt(rec, "load", Path(files[0]).name if files else "the candidate")
+            if _confined():
+                if not rec.cache_hit:
+                    hook._refuse_unbuilt(rec, "load", Path(files[0]).name if files else "the candidate")
+                return hook._load_prebuilt(rec, ext, bdir, kwargs.get("is_python_module", True))
+            bdir.mkdir(parents=True, exist_ok=True)
             t0 = time.perf_counter()
             try:
                 with _build_dir_lock(bdir):
@@ -446,7 +477,8 @@ def install_build_hook(cache_dir: Union[str, Path, None] = None, py_path: Union[
     the error mapping). Returns the hook; ``hook.records`` / ``hook.summary()`` after the run.
     """
     hook = BuildHook(Path(cache_dir) if cache_dir else default_cache_dir(), Path(py_path) if py_path else None)
-    hook.cache_dir.mkdir(parents=True, exist_ok=True)
+    if not _confined():  # read-only for a candidate's child (see BuildHook._load_prebuilt)
+        hook.cache_dir.mkdir(parents=True, exist_ok=True)
     # torch's JIT looks here for builds without a build_directory too (and ninja's lock files go there)
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(hook.cache_dir / "torch_extensions"))
     hook.install_torch()

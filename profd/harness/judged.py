@@ -95,7 +95,8 @@ def run(req: dict[str, Any], fd: int) -> None:
         torch.zeros(1, device="cuda")  # bring CUDA up before the sandbox (see child.py)
     from profd.harness import sandbox as S
 
-    desc, warnings = S.sandbox_child(req["candidate"], Path.cwd() / "x", [req["original"], *req.get("sys_path", [])])
+    desc, warnings = S.sandbox_child(req["candidate"], Path.cwd() / "x", [req["original"], *req.get("sys_path", [])],
+                                     candidate=True)
     confined = S.confine_candidate()
     report["sandbox"] = {"writes outside scratch": desc, **confined}
     report["warnings"] += warnings + [f"sandbox: {k} not enforced ({v})" for k, v in confined.items()

@@ -19,6 +19,8 @@ may only write under a few roots:
   and, on ROCm machines, MIOpen's user database (``MIOPEN_USER_DB_PATH`` or ``~/.config/miopen``),
 * ``/dev``: the GPU device nodes (``/dev/nvidia*``, ``/dev/kfd``, ``/dev/dri``) are opened
   read-write, ``/dev/shm`` holds shared memory, ``/dev/null`` takes output,
+* (a candidate's child: none of those shared caches, only ``$PROFD_PRIVATE_CACHE``, the judge's
+  directory for that candidate's source; see ``profd.harness.candidate_caches``),
 * its own ``/proc/<pid>/task``: CUDA names its threads by writing
   ``/proc/self/task/<tid>/comm``, and ``cuInit`` fails with error 304 when it may not (seen
   by other Landlock users: NVIDIA/OpenShell#710, nolabs-ai/nono#924). The rule is made by
@@ -259,8 +261,13 @@ def cache_roots(env: Optional[dict[str, str]] = None) -> list[Path]:
     return [_real(r) for r in roots]
 
 
+#: Set by the judge for a candidate's child: the only cache directory that child may write (see
+#: :func:`child_write_roots` and ``profd.harness.tritoncache``).
+PRIVATE_CACHE_ENV = "PROFD_PRIVATE_CACHE"
+
+
 def child_write_roots(scratch: Path, protect: Iterable[str | Path] = (),
-                      keep_tmp: bool = False) -> tuple[list[Path], list[str]]:
+                      keep_tmp: bool = False, candidate: bool = False) -> tuple[list[Path], list[str]]:
     """The write roots of a harness child whose scratch directory is ``scratch``.
 
     ``protect`` are paths the child must never write (the target's directory, the user's
@@ -270,6 +277,12 @@ def child_write_roots(scratch: Path, protect: Iterable[str | Path] = (),
     ``keep_tmp`` (a child under ncu/rocprof, whose injected libraries may write the
     system temp dir themselves). Returns (roots, notes); missing cache directories are
     created (user-only) so that a first compile can fill them.
+
+    ``candidate``: the shared caches stay read-only and the only cache root is
+    ``$PROFD_PRIVATE_CACHE``, the judge's directory for this candidate's source. A shared
+    cache is loaded without checks by every later run -- profd's runs of the original, the
+    user's own jobs -- so a candidate able to write one could plant a binary under the
+    original's cache key (Triton's compiled kernels, a ``load_inline`` extension's ``.so``).
     """
     scratch = _real(scratch)
     guarded = [_real(p) for p in protect]
@@ -288,7 +301,12 @@ def child_write_roots(scratch: Path, protect: Iterable[str | Path] = (),
         notes.append(f"{tmp} holds {held[0]}, which the child must not write: its temp dir is {private}")
     else:
         roots.append(tmp)
-    for root in cache_roots():
+    shared = cache_roots()
+    if candidate:
+        private = os.environ.get(PRIVATE_CACHE_ENV)
+        shared = [_real(private)] if private else []
+        notes.append("shared caches read-only; writes go to " + (private or "no cache (none was given)"))
+    for root in shared:
         if any(_inside(g, root) for g in guarded):
             notes.append(f"{root} holds a protected path: not writable for the child")
             continue
@@ -304,17 +322,17 @@ def child_write_roots(scratch: Path, protect: Iterable[str | Path] = (),
 
 
 def sandbox_child(target: str | Path, result_path: str | Path, extra_protect: Iterable[str | Path] = (),
-                  under_profiler: bool = False) -> tuple[str, list[str]]:
+                  under_profiler: bool = False, candidate: bool = False) -> tuple[str, list[str]]:
     """Restrict the harness child; returns (description, warnings for its Measurement).
 
     The child's scratch directory is its cwd (and the directory of its result file);
     protected: the target's directory, ``extra_protect`` (a candidate's original
     directory) and profd's state directory. ``under_profiler``: see ``child_write_roots``'s
-    ``keep_tmp``. Never raises.
+    ``keep_tmp``; ``candidate``: its ``candidate`` (private caches only). Never raises.
     """
     try:
         protect = [Path(target).parent, state_dir_path(), *extra_protect]
-        roots, notes = child_write_roots(Path.cwd(), protect, keep_tmp=under_profiler)
+        roots, notes = child_write_roots(Path.cwd(), protect, keep_tmp=under_profiler, candidate=candidate)
         result_dir = _real(Path(result_path).parent)
         if result_dir not in roots:
             roots.insert(1, result_dir)
