@@ -287,3 +287,22 @@ def test_an_idle_warm_worker_gives_its_memory_back_and_restarts_on_demand(tmp_pa
         assert w.alive()  # the next save started it again
     finally:
         w.close()
+
+
+def test_launch_values_are_the_bench_shapes_when_every_shape_is_timed(tmp_path: Path) -> None:
+    """The tuner reads each knob's current value from these records: a block computed from the size
+    differs per shape, and the last shape timed must not stand in for the bench shape."""
+    body = '''
+    SHAPES = [dict(n=100), dict(n=1000), dict(n=3000)]
+    BENCH_SHAPE = dict(n=1000)
+
+    def kernel(x, y):
+        out = torch.empty_like(x)
+        BLOCK = triton.next_power_of_2(x.numel())
+        add_kernel[(1,)](x, y, out, x.numel(), BLOCK=BLOCK)
+        return out
+    '''
+    m = measure(write(tmp_path, body), timeout_s=180, trials=1, time_shapes="all")
+    assert m.verdict.status == Status.CORRECT, m.verdict.message
+    assert len(m.shape_timings) == 3
+    assert [r.constexprs.get("BLOCK") for r in m.launches] == [1024]

@@ -175,9 +175,13 @@ class Child:
         nbytes = float(target.bytes_moved(*inputs)) if target.bytes_moved else None
         fn = lambda: target.kernel(*inputs)  # noqa: E731
         # Issue 17: one call with Triton's launches recorded (values the knobs really had); untimed.
-        from profd.harness.launches import capture
+        # The bench shape's only: the tuner reads a knob's current value from these, and a helper
+        # that picks warps by row size gives other shapes other values (Liger's layer norm took the
+        # last declared shape's 8 warps for the bench shape's 2, and never proposed 8, the best).
+        if shape == target.bench_shape:
+            from profd.harness.launches import capture
 
-        self.launches = capture(fn)
+            self.launches = capture(fn)
         if on_gpu:
             t = T.time_gpu(fn, flops=flops, nbytes=nbytes, rep_ms=float(self.req.get("rep_ms", 250.0)))
         else:
