@@ -249,6 +249,7 @@ class Judge:
         # confined pre-build); the candidate's child cannot compile in its sandbox.
         self.prebuilt: Optional[Callable[[Path], Any]] = None
         self.build_s_last = 0.0
+        self.best_seen: Optional[Timing] = None  # set by evaluate() when it re-timed the best
         self.path = Path(path).resolve()
         self.original = self.path.read_text()
         self.force_cpu, self.timeout_s = force_cpu, timeout_s
@@ -565,6 +566,7 @@ class Judge:
         self.children_last = 0
         self.phases_last = {}
         self.build_s_last = 0.0
+        self.best_seen = None
         f = candidate_file(self.path, cand.id, cand.source)
         if self.prebuilt is not None:
             t_build = time.time()
@@ -616,6 +618,7 @@ class Judge:
             if b3.measurement.correct and t3 is not None and t3.median_ms < bt.median_ms:
                 b2, bt = b3, t3
                 win2, noise2 = beats(bt, ct)
+        self.best_seen = bt  # the best re-timed in a fresh process (the tuner screens against the faster)
         claimed = bt.median_ms / ct.median_ms if ct.median_ms else float("inf")
         if not win2:
             return reject(f"looked {(speed or 0):.3f}x faster but the A/B re-check did not confirm it "
