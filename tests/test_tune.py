@@ -256,3 +256,21 @@ def test_candidates_are_screened_against_the_best_as_its_fresh_re_runs_measure_i
               should_stop=lambda: False, stopped_why=lambda: "", batch=3)
     assert judge.screened_against == [1.0, 0.6, 0.6], (result.stopped, result.notes)
     assert result.best_ms == 1.0 and result.baseline_ms == 1.0  # the figures reported are unchanged
+
+
+def test_a_win_must_beat_where_the_medians_may_lie_not_the_spread_of_single_calls() -> None:
+    from profd.flow.judge import beats
+    from profd.model import Timing
+
+    def t(median: float, iqr_pct: float, runs: int, gpu: bool = True) -> Timing:
+        half = median * iqr_pct / 200
+        return Timing(median, median * 0.5, median * 2, median - half, median + half, 0.0, runs,
+                      "cuda-events+device-sync", gpu)
+
+    # 200 calls each, single calls spread by 60%: the medians are known to ~7% each.
+    assert beats(t(0.63, 60, 200), t(0.225, 60, 200))[0]  # the 2.8x the spread used to hide
+    assert beats(t(1.00, 60, 200), t(0.80, 60, 200))[0]
+    assert not beats(t(1.00, 60, 200), t(0.90, 60, 200))[0]  # inside both notches
+    assert not beats(t(1.00, 60, 10), t(0.80, 60, 10))[0]  # few calls: wide notches
+    assert not beats(t(1.00, 0.1, 200), t(0.995, 0.1, 200))[0]  # the 1% floor stays
+    assert not beats(t(1.00, 1, 5, gpu=False), t(0.80, 1, 5, gpu=False))[0]  # CPU interpreter: 25% floor
