@@ -75,6 +75,7 @@ class TuneResult:
     best_measurement: Optional[Measurement] = None  # the judge's full measurement of the kept best
     wall_s: float = 0.0
     startup: dict[str, float] = field(default_factory=dict)  # seconds before the first candidate, by step
+    judged_baseline: Optional[Measurement] = None  # the original as the judge's child measured it
 
     @property
     def speedup(self) -> Optional[float]:
@@ -87,8 +88,10 @@ class TuneResult:
         return self.evaluated / (self.wall_s / 60.0) if self.wall_s > 0 else None
 
     def shape_table(self) -> list[dict[str, Any]]:
-        """Per declared shape: the original's time, the best's, and the speedup."""
-        return shape_table(self.baseline, self.best_measurement)
+        """Per declared shape: the original's time, the best's, and the speedup (both from the
+        judge's children, the path every candidate takes; profile()'s own run times the bench shape)."""
+        base = self.judged_baseline if self.judged_baseline and self.judged_baseline.shape_timings else self.baseline
+        return shape_table(base, self.best_measurement)
 
     def triton_configs(self, limit: int = 4) -> list[dict[str, Any]]:
         """The fastest configurations found, as ``triton.Config`` fields (see ``triton_configs``)."""
@@ -316,7 +319,7 @@ def tune(path: Path, store: Store, *, budget: int = 24, time_budget_s: Optional[
     try:
         # Stopped during the baseline: profile() raises Cancelled and stores nothing.
         base = profile(path, store, counters=counters, timeout_s=timeout_s, force_cpu=force_cpu, runner=runner,
-                       time_shapes="all", cancelled=should_stop, gpu_index=gpu_index)
+                       cancelled=should_stop, gpu_index=gpu_index)
     except BaseException:
         judge.close()
         raise
@@ -368,6 +371,7 @@ def _loop(path: Path, store: Store, result: TuneResult, base: Any, advisors: lis
         result.stopped = (f"the original did not pass profd's judge ({judged.measurement.verdict.status.value}: "
                           f"{judged.measurement.verdict.message}); fix it before tuning")
         return
+    result.judged_baseline = judged.measurement
     best_timing: Timing = judged.measurement.timing
     result.baseline_ms = result.best_ms = best_timing.median_ms
     ctx = TuneContext(path=str(path), original_source=original, best_source=original,
