@@ -157,12 +157,14 @@ def _child(job_path: str) -> int:
     device_timer = None
     if job.get("device_time") and not quick and torch.cuda.is_available():
         sys.path.insert(0, str(HERE.parents[1]))
+        from profd.harness import gpu_spin
         from profd.harness.timing import time_gpu
 
         # The GPU's own time per call, as profd's judge measures it (CUDA events around the launch
-        # with the GPU kept busy meanwhile, L2 flushed): do_bench's events also hold the wrapper's
-        # Python time while the GPU idles, which for a 40 us kernel behind a Liger-style wrapper
-        # swamped the differences between grid points (H200, 2026-12-02).
+        # with the GPU kept busy meanwhile by the full-GPU spin, L2 flushed): do_bench's events also
+        # hold the wrapper's Python time while the GPU idles, which for a 40 us kernel behind a
+        # Liger-style wrapper swamped the differences between grid points (H200, 2026-12-02).
+        gpu_spin.prepare()
         device_timer = lambda fn: time_gpu(fn, rep_ms=float(job["rep_ms"]) / 2, max_runs=100).median_ms  # noqa: E731
     mods: dict = {}
     recs: dict = {}

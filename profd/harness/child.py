@@ -91,6 +91,9 @@ class Child:
             # context exists it needs nothing the sandbox forbids. (Under the sandbox first,
             # torch.cuda.is_available() came back False on an H100 VM.)
             torch.zeros(1, device="cuda")
+            from profd.harness import gpu_spin
+
+            gpu_spin.prepare()  # the timing's spin, loaded before user code runs (else: a one-thread sleep)
         # Sandbox (issue #9): before any user code is imported, this process (and all it
         # starts) may write only its scratch dir, the temp dir, compiler caches and /dev;
         # the user's sources and profd's store become read-only. See profd/harness/sandbox.py.

@@ -93,6 +93,11 @@ def run(req: dict[str, Any], fd: int) -> None:
     torch = helper.setup_backend()
     if os.environ.get("TRITON_INTERPRET") != "1":
         torch.zeros(1, device="cuda")  # bring CUDA up before the sandbox (see child.py)
+        from profd.harness import gpu_spin
+
+        if not gpu_spin.prepare():  # before the candidate's code can touch the driver
+            report["warnings"].append(f"timing from an idle device: the full-GPU spin did not load "
+                                      f"({gpu_spin.why_not()})")
     from profd.harness import sandbox as S
 
     desc, warnings = S.sandbox_child(req["candidate"], Path.cwd() / "x", [req["original"], *req.get("sys_path", [])],

@@ -6,6 +6,10 @@ hides on a side stream is not missed: when the device-synchronised time exceeds
 the event time by more than the measured cost of a synchronisation, the larger
 figure is reported and the result says why. L2 is flushed before every run by
 writing a buffer twice its size, so repeated runs don't measure the cache.
+
+Each bracket opens behind a spin that holds every SM (``profd.harness.gpu_spin``) for
+longer than the call's host time, so the wrapper's Python launch overhead stays outside
+the bracket and work on a side stream cannot run before it opens.
 """
 
 from __future__ import annotations
@@ -48,12 +52,14 @@ def time_gpu(fn: Callable[[], Any], *, flops: Optional[float] = None, nbytes: Op
     outside the timed bracket: the judge refills the inputs in place (so a kernel that
     caches by input identity returns stale results) and keeps outputs to check.
 
-    ``idle_start``: every bracket starts on an idle device, in one pass (the judge's timing of
-    candidates). The default hides Python's launch overhead behind a GPU spin, but work a
-    kernel puts on another stream waits for nothing of ours and runs during that spin: a
-    kernel shorter than the spin would look free, and profd's own clock would agree, since
-    the overlap is real. Starting idle puts the launch latency (a few us) inside every
-    bracket, the original's and the candidate's alike."""
+    Each bracket opens behind a spin that hides Python's launch overhead. Where the full-GPU
+    spin is loaded (:mod:`profd.harness.gpu_spin`, every SM held) nothing else can run during it,
+    and it is always used. Otherwise the spin is ``torch.cuda._sleep`` on one thread, and work a
+    kernel puts on another stream waits for nothing of ours and runs during that sleep: a kernel
+    shorter than the sleep would look free, and profd's own clock would agree, since the overlap
+    is real. ``idle_start`` (the judge's timing of candidates) then starts every bracket on an
+    idle device instead, in one pass: the wrapper's host time (Liger's ~70 us) lands inside
+    every bracket, the original's and the candidate's alike."""
     dev = torch.cuda.current_device()
     stream = torch.cuda.current_stream()
     flush = None
@@ -61,17 +67,25 @@ def time_gpu(fn: Callable[[], Any], *, flops: Optional[float] = None, nbytes: Op
         size = max(2 * (l2_bytes or torch.cuda.get_device_properties(dev).L2_cache_size), 64 << 20)
         flush = torch.empty(size // 4, dtype=torch.int32, device="cuda")
 
-    # Warm-up: the first call compiles; then estimate one call to size the run count.
+    # Warm-up: the first call compiles; then estimate one call to size the run count, and how
+    # long the host takes to return from it (the launch overhead the spin must cover).
     fn()
     torch.cuda.synchronize()
     t0 = time.perf_counter()
+    host_s = 0.0
     for _ in range(3):
+        h0 = time.perf_counter()
         fn()
+        host_s = max(host_s, time.perf_counter() - h0)
     torch.cuda.synchronize()
     est_ms = max((time.perf_counter() - t0) * 1e3 / 3, 1e-3)
     runs = int(min(max_runs, max(min_runs, rep_ms / est_ms)))
 
-    event_ms, device_ms, sync_cost = _bracketed(fn, runs, stream, flush, before, after, spin=not idle_start)
+    from profd.harness import gpu_spin
+
+    mode = "full" if gpu_spin.available() else ("idle" if idle_start else "sleep")
+    spin_ns = spin_duration_ns(host_s)
+    event_ms, device_ms, sync_cost = _bracketed(fn, runs, stream, flush, before, after, mode=mode, spin_ns=spin_ns)
     ev = statistics.median(event_ms)
     dv = statistics.median(device_ms) - sync_cost
     note = ""
@@ -80,38 +94,66 @@ def time_gpu(fn: Callable[[], Any], *, flops: Optional[float] = None, nbytes: Op
         # Work finished after the current stream's end event: it ran on another stream.
         note = (f"work outside the current stream: device-synchronised time {dv:.4g} ms vs "
                 f"{ev:.4g} ms on the current stream's events; the larger is reported")
-        if not idle_start:
-            # That stream waits for nothing of ours, so the work also overlapped the spin and the
-            # L2 flush that precede the start event (on an H200 a side-stream add looked 1.9x
-            # faster than itself that way). Time it again from an idle device: it runs inside.
-            event_ms, device_ms, sync_cost = _bracketed(fn, runs, stream, flush, before, after, spin=False)
+        if mode == "sleep":
+            # That stream waits for nothing of ours, so the work also overlapped the one-thread
+            # sleep and the L2 flush that precede the start event (on an H200 a side-stream add
+            # looked 1.9x faster than itself that way). Time it again from an idle device: it
+            # runs inside. (The full-GPU spin leaves it no SM to run on before the bracket.)
+            event_ms, device_ms, sync_cost = _bracketed(fn, runs, stream, flush, before, after, mode="idle",
+                                                        spin_ns=spin_ns)
             note += ", re-timed from an idle device (launch latency included)"
         chosen = [max(d - sync_cost, 0.0) for d in device_ms]
     st = _stats(chosen)
-    t = Timing(**st, runs=runs, method="cuda-events+device-sync", representative=True,
-               l2_flushed=flush is not None, note=note)
+    method = {"full": "cuda-events+device-sync, full-GPU spin", "sleep": "cuda-events+device-sync",
+              "idle": "cuda-events+device-sync, idle start"}[mode]
+    t = Timing(**st, runs=runs, method=method, representative=True, l2_flushed=flush is not None, note=note)
     return _rates(t, flops, nbytes)
 
 
+#: The spin before each bracket: at least this long (the one-thread sleep profd used before was
+#: ~100 us), at most this long (a wrapper that synchronises inside returns only when the GPU is
+#: done: its host time is not launch overhead).
+SPIN_MIN_NS, SPIN_MAX_NS = 100_000, 2_000_000
+
+
+def spin_duration_ns(host_s: float) -> int:
+    """The spin that covers a call whose host part takes ``host_s``: 1.5x plus 30 us, in 50 us
+    steps (so an original and its rewrites, whose host times differ by microseconds, get the
+    same spin and the same per-call overhead on profd's own clock)."""
+    ns = 1.5 * host_s * 1e9 + 30_000
+    step = 50_000
+    return int(min(SPIN_MAX_NS, max(SPIN_MIN_NS, -(-ns // step) * step)))
+
+
 def _bracketed(fn: Callable[[], Any], runs: int, stream: Any, flush: Any, before: Optional[Callable[[int], None]],
-               after: Optional[Callable[[int, Any], None]], *, spin: bool) -> tuple[list[float], list[float], float]:
+               after: Optional[Callable[[int, Any], None]], *, mode: str, spin_ns: int = SPIN_MIN_NS
+               ) -> tuple[list[float], list[float], float]:
     """``runs`` event-bracketed calls: (current-stream ms, device-synchronised ms, sync cost ms).
 
-    ``spin``: keep the GPU busy while the host launches, so Python's launch overhead does not
-    land inside the bracket. Without it the device is synchronised before each start, so work
-    a kernel puts on other streams cannot overlap what precedes the bracket."""
+    ``mode``: "full", a spin holding every SM for ``spin_ns`` while the host launches (Python's
+    launch overhead stays outside the bracket and nothing else can run before it opens);
+    "sleep", ``torch.cuda._sleep`` on one thread (the same for the launch overhead, but work on
+    another stream can overlap it); "idle", the device synchronised before each start, so work
+    on other streams cannot overlap what precedes the bracket."""
     starts = [torch.cuda.Event(enable_timing=True) for _ in range(runs)]
     ends = [torch.cuda.Event(enable_timing=True) for _ in range(runs)]
     synced = [torch.cuda.Event(enable_timing=True) for _ in range(runs)]
     empty_start = [torch.cuda.Event(enable_timing=True) for _ in range(runs)]
     empty_end = [torch.cuda.Event(enable_timing=True) for _ in range(runs)]
-    sleep = getattr(torch.cuda, "_sleep", None) if spin else None
+    from profd.harness import gpu_spin
+
+    sleep = getattr(torch.cuda, "_sleep", None) if mode == "sleep" else None
+    if mode == "sleep" and sleep is None:
+        mode = "idle"
+    handle = stream.cuda_stream
     for i in range(runs):
         if flush is not None:
             flush.zero_()
         if before is not None:
             before(i)
-        if sleep is not None:
+        if mode == "full":
+            gpu_spin.launch(spin_ns, handle)
+        elif sleep is not None:
             sleep(200_000)
         else:
             torch.cuda.synchronize()
