@@ -140,6 +140,9 @@ class Knobs(JsonMixin):
     grouped_kernels: list[str] = field(default_factory=list)
     dot_kernels: list[str] = field(default_factory=list)  # kernels that call tl.dot
     loop_kernels: list[str] = field(default_factory=list)  # kernels with a loop (num_stages matters)
+    #: kernel -> constexpr parameters whose block must span a whole row: the kernel reads the row
+    #: with one masked ``tl.arange(0, P)`` and never steps over P (``_row_spanning``; ``spans_row``).
+    row_blocks: dict[str, list[str]] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     launch_lines: dict[str, list[int]] = field(default_factory=dict)  # kernel -> lines that launch it
     #: Kernels whose autotune list depends on a run-time test (``[...] if IS_AMD else [...]``):
@@ -195,6 +198,59 @@ class Knobs(JsonMixin):
     def has_tiles(self, kernel: str = "") -> bool:
         """Does the kernel walk 2-D output tiles (where tile order and swizzling mean anything)?"""
         return self.kernel_class(kernel) in ("matmul", "tile2d")
+
+    # ------------------------------------------------------------------ constraints
+
+    def spans_row(self, knob: Knob, kernel: str = "") -> bool:
+        """Must this block size cover a whole row of the data (so it may never be lowered)?
+
+        The one rule every advisor consults (advisors/rules/_base.py ``_editable``, the
+        deterministic advisor's moves, the LLM prompt's knob list) through ``allows``. Evidence,
+        strongest first:
+
+        * the kernel reads the row in one block: a single ``tl.arange(0, P)`` masked with ``< n``,
+          with no loop and no program id stepping over ``P`` (``row_blocks``). unsloth's
+          ``_cross_entropy_forward`` (``col_offsets = tl.arange(0, BLOCK_SIZE)``, ``mask =
+          col_offsets < VOCAB_SIZE``), Liger's norms, the tutorial softmax;
+        * the launcher of a row-wise kernel sizes it from the row: ``next_power_of_2(n)``, directly
+          or through a helper such as ``calculate_settings(n)`` (the rule this replaces, kept so no
+          knob it protected becomes free).
+
+        A smaller block would silently drop the rest of the row (wrong results, not an error).
+        """
+        if knob.kind in ("num_warps", "num_stages") or knob.param in ("num_warps", "num_stages"):
+            return False
+        kern = knob.kernel or kernel
+        if (knob.param or knob.name) in self.row_blocks.get(self.canonical(kern), []):
+            return True
+        return self.kernel_class(kernel or knob.kernel) == "rowwise" and (
+            "next_power_of_2" in knob.text or knob.site == "helper")
+
+    def row_floor(self, knob: Knob, kernel: str = "") -> Optional[int]:
+        """The least value a row-spanning block (``spans_row``) may take: the largest it received
+        in any recorded launch of its kernel (every shape's row stays covered), else its static
+        value (for an autotune list, the smallest listed). None when neither is known."""
+        seen: list[Any] = [knob.runtime]
+        kern = self.canonical(knob.kernel or kernel)
+        seen += [_runtime_value(r, knob) for r in self.runtime
+                 if r.via != "compiled" and (not kern or _kernel_in(r.kernel, [kern]))]
+        ints = [v for v in seen if isinstance(v, int) and not isinstance(v, bool)]
+        if ints:
+            return max(ints)
+        if isinstance(knob.value, list):
+            listed = [v for v in knob.value if isinstance(v, int) and not isinstance(v, bool)]
+            return min(listed) if listed else None
+        v = knob.value
+        return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+    def allows(self, knob: Knob, value: Any, kernel: str = "") -> bool:
+        """May an advisor set ``knob`` to ``value``? A row-spanning block may be raised (it only
+        adds masked lanes), never lowered below ``row_floor``; when that floor is not known it is
+        left alone. Every other knob: yes (the harness judges the rest)."""
+        if not self.spans_row(knob, kernel):
+            return True
+        floor = self.row_floor(knob, kernel)
+        return floor is not None and isinstance(value, int) and not isinstance(value, bool) and value >= floor
 
     def has_loop(self, kernel: str = "") -> bool:
         return bool(self.loop_kernels) if not kernel else _kernel_in(self.canonical(kernel), self.loop_kernels)
@@ -389,6 +445,9 @@ class _Finder:
         for name, fn in self.jit.items():
             self.k.constexpr_params[name] = _constexpr_params(fn)
             self._kernel_body(name, fn)
+            spans = _row_spanning(fn, self.k.constexpr_params[name])
+            if spans:
+                self.k.row_blocks[name] = spans
             self._autotune(name, fn)
             self._heuristics(name, fn)
         self._launches(tree)
@@ -933,6 +992,56 @@ def _functional_jit(value: ast.AST) -> Optional[tuple[str, list[ast.Call]]]:
     if isinstance(node, ast.Name) and (seen_jit or decs):
         return node.id, decs
     return None
+
+
+def _row_spanning(fn: ast.FunctionDef, params: Sequence[str]) -> list[str]:
+    """The constexpr parameters whose one block must span a whole row of the kernel's data.
+
+    ``P`` spans the row when the body builds offsets with ``tl.arange(0, P)`` (alone, or indexed
+    as ``[None, :]``), compares them with ``<`` (the ``mask = cols < n_cols`` that drops the
+    padding) and uses ``P`` nowhere else but as a shape (``tl.zeros([P], ...)``): not in a loop's
+    range (``for off in range(0, n, P)``, a kernel that walks the row in chunks) and not in
+    arithmetic (``pid * P + tl.arange(0, P)``, an elementwise kernel's blocks, where a smaller
+    block just means more programs). unsloth's ``_cross_entropy_forward`` reads its vocabulary
+    row this way; Liger's ``_softmax_multi_block_forward_kernel`` and cross-entropy loop instead.
+    """
+    nodes = [n for st in fn.body for n in ast.walk(st)]
+    out: list[str] = []
+    for p in params:
+        aranges = [n for n in nodes if isinstance(n, ast.Call) and _attr_name(n.func) == "arange"
+                   and len(n.args) == 2 and isinstance(n.args[0], ast.Constant) and n.args[0].value == 0
+                   and isinstance(n.args[1], ast.Name) and n.args[1].id == p]
+        if not aranges:
+            continue
+        allowed = {id(a.args[1]) for a in aranges}
+        for n in nodes:  # shapes: tl.zeros([P], ...), tl.full((P,), ...), x.reshape((1, P))
+            if isinstance(n, ast.Call):
+                for a in list(n.args) + [kw.value for kw in n.keywords]:
+                    if isinstance(a, (ast.List, ast.Tuple)):
+                        allowed |= {id(e) for e in a.elts if isinstance(e, ast.Name) and e.id == p}
+        if any(isinstance(n, ast.Name) and n.id == p and id(n) not in allowed for n in nodes):
+            continue  # stepped over, scaled by a program id, or tested: not (only) a row's width
+        ids = {id(a) for a in aranges}
+        offsets = {t.id for n in nodes if isinstance(n, ast.Assign) and id(_unindexed(n.value)) in ids
+                   for t in n.targets if isinstance(t, ast.Name)}
+
+        def is_offsets(e: ast.AST) -> bool:
+            e = _unindexed(e)
+            return id(e) in ids or (isinstance(e, ast.Name) and e.id in offsets)
+
+        if any(isinstance(n, ast.Compare) and len(n.ops) == 1 and (
+                (isinstance(n.ops[0], (ast.Lt, ast.LtE)) and is_offsets(n.left))
+                or (isinstance(n.ops[0], (ast.Gt, ast.GtE)) and is_offsets(n.comparators[0])))
+               for n in nodes):
+            out.append(p)
+    return out
+
+
+def _unindexed(node: ast.AST) -> ast.AST:
+    """``x[None, :]`` -> ``x``: the value a broadcast index reads."""
+    while isinstance(node, ast.Subscript):
+        node = node.value
+    return node
 
 
 def _computed(node: ast.AST) -> bool:

@@ -33,6 +33,8 @@ from advisors.rewrite import RewriteError, apply_settings, insert_grouped_order
 from profd.model import Candidate
 
 _POW2 = re.compile(r"(BLOCK|TILE|^B[MNK]$|_SIZE$|XBLOCK|RBLOCK)", re.I)
+#: Names that say "tile" outright; ``_SIZE$`` alone also matches problem sizes (``VOCAB_SIZE``).
+_TILE_NAME = re.compile(r"(BLOCK|TILE)", re.I)
 _WARPS = (1, 2, 4, 8, 16, 32)
 _MAX_BLOCK_1D = 1 << 16
 _MAX_TILE = 256
@@ -118,7 +120,10 @@ def _roles(k: Knobs, kernel: str = "") -> _Roles:
         elif up.startswith("GROUP"):
             r.group = r.group or knob
         elif _POW2.search(up) and knob.kind in ("constexpr", "block", "autotune"):
-            r.block = r.block or knob
+            # A tile name wins over a problem size that merely ends like one: unsloth's cross-entropy
+            # passes VOCAB_SIZE before BLOCK_SIZE, and the row's block is BLOCK_SIZE.
+            if r.block is None or (_TILE_NAME.search(up) and not _TILE_NAME.search(r.block.param or r.block.name)):
+                r.block = knob
     return r
 
 
@@ -237,13 +242,13 @@ class DeterministicAdvisor:
         preset_won = any(a.verdict.accepted and a.candidate.params.get("preset") for a in ctx.history)
         if not preset_won:
             if tiled_dot:
-                yield from self._dot_presets(ctx, src, roles)
+                yield from self._dot_presets(ctx, src, knobs, roles)
             elif cls == "tile2d" and roles.bm is not None and roles.bn is not None:
-                yield from self._tile2d_presets(src, roles)
+                yield from self._tile2d_presets(src, knobs, roles)
             elif cls == "rowwise":
-                yield from self._rowwise_presets(src, roles)
+                yield from self._rowwise_presets(src, knobs, roles)
             elif cls == "elementwise" and roles.block is not None:
-                yield from self._elementwise_presets(src, roles)
+                yield from self._elementwise_presets(src, knobs, roles)
         # 3. directed local search around the best
         yield from self._local(ctx, src, knobs, roles, tiled_dot, cls)
         # 4. the joint space of the kernel's launch knobs, nearest the best first (a pattern search
@@ -256,10 +261,22 @@ class DeterministicAdvisor:
             return name
         return ""
 
-    def _make(self, src: str, setting: list[tuple[Optional[Knob], Any]], why: str) -> Optional[Candidate]:
+    def _make(self, src: str, knobs: Knobs, setting: list[tuple[Optional[Knob], Any]],
+              why: str) -> Optional[Candidate]:
+        """The candidate that applies ``setting`` to ``src``; None when it changes nothing, cannot
+        be written, or sets a knob to a value ``knobs.allows`` refuses (a block lowered below the
+        row it must cover): every move -- presets, local steps, joint moves, the pattern search --
+        is made here, so none of them can propose such a value."""
         setting = [(k, v) for k, v in setting if k is not None and _cur(k) != v]
         if not setting:
             return None
+        kernel = self._kernel(knobs)
+        for k, v in setting:
+            if not knobs.allows(k, v, kernel):
+                floor = knobs.row_floor(k, kernel)
+                self.notes.append(f"not proposed: {k.name} = {v!r} -- {k.name} must cover a whole row"
+                                  + (f" ({floor} at run time)" if floor is not None else " (its width is unknown)"))
+                return None
         try:
             new = apply_settings(src, setting)
         except RewriteError as e:
@@ -268,7 +285,7 @@ class DeterministicAdvisor:
         values = {k.name: v for k, v in setting}
         return Candidate(id="", source=new, advisor=self.name, params=values, rationale=why + _where(setting))
 
-    def _dot_presets(self, ctx: TuneContext, src: str, r: _Roles) -> Iterable[Candidate]:
+    def _dot_presets(self, ctx: TuneContext, src: str, knobs: Knobs, r: _Roles) -> Iterable[Candidate]:
         fam = device_family(ctx.device_spec)
         table = {"hopper": HOPPER_TILES, "mi300": MI300_TILES}.get(fam, TILE_PRESETS)
         label = {"hopper": "Hopper", "mi300": "MI300"}.get(fam, "Triton's matmul tutorial")
@@ -276,22 +293,22 @@ class DeterministicAdvisor:
             if not self._fits(ctx, bm, bn, bk, s, w):
                 continue
             setting = [(r.bm, bm), (r.bn, bn), (r.bk, bk), (r.warps, w), (r.stages, s)]
-            c = self._make(src, setting, f"tile {bm}x{bn}x{bk}, {w} warps, {s} stages: a proven {label} matmul "
+            c = self._make(src, knobs, setting, f"tile {bm}x{bn}x{bk}, {w} warps, {s} stages: a proven {label} matmul "
                                          "configuration with more reuse per byte loaded than the current tiles")
             if c:
                 c.params["preset"] = True
                 yield c
 
-    def _tile2d_presets(self, src: str, r: _Roles) -> Iterable[Candidate]:
+    def _tile2d_presets(self, src: str, knobs: Knobs, r: _Roles) -> Iterable[Candidate]:
         for bm, bn, w in TILE_2D_PRESETS:
             setting = [(r.bm, bm), (r.bn, bn), (r.warps, w)]
-            c = self._make(src, setting, f"{bm}x{bn} tiles with {w} warps: both loads and stores stay "
+            c = self._make(src, knobs, setting, f"{bm}x{bn} tiles with {w} warps: both loads and stores stay "
                                          "contiguous along a tile row")
             if c:
                 c.params["preset"] = True
                 yield c
 
-    def _rowwise_presets(self, src: str, r: _Roles) -> Iterable[Candidate]:
+    def _rowwise_presets(self, src: str, knobs: Knobs, r: _Roles) -> Iterable[Candidate]:
         # The block covers the row (the kernel's correctness depends on it): tune the threads
         # that share the row, not the block.
         block = _cur(r.block) or _cur(r.bn)
@@ -300,14 +317,14 @@ class DeterministicAdvisor:
         # Without the run-time row size, try the usual spread of warps.
         for w in rowwise_warps(block) if block else [8, 16, 4, 32]:
             per = f"{max(1, block // (32 * w))} elements per thread" if block else "the row size is known only at run time"
-            c = self._make(src, [(r.warps, w)], f"{w} warps for a row of {block or 'N'} elements: {per}")
+            c = self._make(src, knobs, [(r.warps, w)], f"{w} warps for a row of {block or 'N'} elements: {per}")
             if c:
                 c.params["preset"] = True
                 yield c
 
-    def _elementwise_presets(self, src: str, r: _Roles) -> Iterable[Candidate]:
+    def _elementwise_presets(self, src: str, knobs: Knobs, r: _Roles) -> Iterable[Candidate]:
         for b, w in ELEMENTWISE_PRESETS:
-            c = self._make(src, [(r.block, b), (r.warps, w)],
+            c = self._make(src, knobs, [(r.block, b), (r.warps, w)],
                            f"BLOCK {b} with {w} warps: {b // (32 * w)} elements per thread, wide vector loads "
                            "and enough bytes in flight per SM")
             if c:
@@ -370,8 +387,11 @@ class DeterministicAdvisor:
         order: list[tuple[Knob, Optional[str]]] = list(self._lever_order(ctx, knobs))
         named = {id(k) for k, _ in order}
         rank = {"constexpr": 0, "block": 0, "num_warps": 1, "num_stages": 2, "autotune": 3}
-        fixed = _row_covering(r, cls)
-        if not knobs.has_loop(self._kernel(knobs)) and r.stages is not None and r.stages.site == "absent":
+        kernel = self._kernel(knobs)
+        # A block that must cover the row is never lowered (Knobs.allows, in _make) and raising it
+        # only adds masked lanes: the search leaves it alone and tunes the threads sharing the row.
+        fixed = {id(k) for k in knobs._for_kernel(kernel) if knobs.spans_row(k, kernel)}
+        if not knobs.has_loop(kernel) and r.stages is not None and r.stages.site == "absent":
             fixed.add(id(r.stages))  # no loop to pipeline: num_stages changes nothing
         # Flags and sizes of the problem (HAS_BIAS, LONG_INDEXING, eps) are not launch knobs: only
         # block/tile/group sizes, warps, stages and program counts are searched.
@@ -392,12 +412,14 @@ class DeterministicAdvisor:
             for f in (2, 0.5):
                 bm, bn = int(bm0 * f), int(bn0 * f)
                 if 16 <= bm <= _MAX_TILE and 16 <= bn <= _MAX_TILE and self._fits(ctx, bm, bn, bk, stages, warps):
-                    c = self._make(src, [(r.bm, bm), (r.bn, bn)], f"scale both tile sides by {f:g}: {bm}x{bn}")
+                    c = self._make(src, knobs, [(r.bm, bm), (r.bn, bn)], f"scale both tile sides by {f:g}: {bm}x{bn}")
                     if c:
                         yield c
         for knob, direction in order:
             uncertain = knob.site == "autotune" and knob.kernel in knobs.autotune_uncertain
             for value in self._steps(knob, direction, tiled_dot, uncertain):
+                if not knobs.allows(knob, value, kernel):
+                    continue  # a block that must cover the row: only upward (Knobs.spans_row)
                 if tiled_dot and bm0 and bn0:
                     bm = value if knob is r.bm else bm0
                     bn = value if knob is r.bn else bn0
@@ -408,7 +430,7 @@ class DeterministicAdvisor:
                         continue
                 why = (f"{knob.shown()} -> {value}"
                        + (f": the diagnosis says {direction} it" if direction else ": one step of the local search"))
-                c = self._make(src, [(knob, value)], why)
+                c = self._make(src, knobs, [(knob, value)], why)
                 if c:
                     yield c
         # Joint moves: a block size with the warps that would fill it (work per thread constant).
@@ -421,7 +443,7 @@ class DeterministicAdvisor:
                             ctx, int(bv * wf) if b is r.bm else (bm0 or 64), int(bv * wf) if b is r.bn else (bn0 or 64),
                             bk, stages, int(wv * wf)):
                         continue
-                    c = self._make(src, [(b, int(bv * wf)), (r.warps, int(wv * wf))],
+                    c = self._make(src, knobs, [(b, int(bv * wf)), (r.warps, int(wv * wf))],
                                    f"{b.name} and num_warps together x{wf:g}: keep work per thread constant")
                     if c:
                         yield c
@@ -431,10 +453,9 @@ class DeterministicAdvisor:
         (sizes, warps) or "linear" (stages), for the distance between configurations."""
         kernel = self._kernel(knobs)
         axes: list[tuple[Knob, list[int], str]] = []
-        fixed = _row_covering(r, cls)
         sizes = [k for k in (r.bm, r.bn, r.bk) if k is not None] if tiled_dot else \
             [k for k in knobs._for_kernel(kernel) if _tunable(k) and k.kind in ("constexpr", "block")
-             and _POW2.search(k.param or k.name) and _int(_cur(k)) and id(k) not in fixed
+             and _POW2.search(k.param or k.name) and _int(_cur(k)) and not knobs.spans_row(k, kernel)
              and k not in (r.warps, r.stages, r.group)]
         for k in sizes[:3]:
             if not _sizeish(k):
@@ -477,15 +498,10 @@ class DeterministicAdvisor:
                     and id(r.block) in idx and combo[idx[id(r.block)]] < 32 * combo[idx[id(r.warps)]]:
                 continue  # fewer elements than threads: idle lanes, never faster
             setting = [(k, v) for (k, _, _), v in zip(axes, combo)]
-            c = self._make(src, setting, "pattern search around the best: "
+            c = self._make(src, knobs, setting, "pattern search around the best: "
                            + ", ".join(f"{k.name} {cv} -> {v}" for (k, _, _), v, cv in zip(axes, combo, cur) if v != cv))
             if c:
                 yield c
-
-
-def _row_covering(r: _Roles, cls: str) -> set[int]:
-    """ids of the knobs a row-wise kernel's correctness rests on (its block covers the row): never searched."""
-    return {id(k) for k in (r.block, r.bn) if k is not None} if cls == "rowwise" else set()
 
 
 def _sizeish(k: Knob) -> bool:

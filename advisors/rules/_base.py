@@ -247,9 +247,10 @@ def _editable(ctx: "RuleContext", knob: "Knob") -> bool:
         return False  # its value arrives from outside the file
     if knob.kind in ("num_warps", "num_stages") or ctx.knobs is None:
         return True
-    # A row-wise kernel's block covers the row (next_power_of_2(n_cols)): not a free knob.
-    return not (ctx.knobs.kernel_class(ctx.kernel) == "rowwise"
-                and ("next_power_of_2" in knob.text or knob.site == "helper"))
+    # A block that covers a whole row (next_power_of_2(n_cols), one masked tl.arange per row) is
+    # not a free knob: lowering it breaks the kernel and raising it only adds masked lanes.
+    # Knobs.spans_row is the one rule every advisor consults.
+    return not ctx.knobs.spans_row(knob, ctx.kernel)
 
 
 def _find(ctx: "RuleContext", *, names: Sequence[str], pattern: str, kind: str) -> Optional["Knob"]:

@@ -202,11 +202,22 @@ def _kib(v: Any) -> Optional[str]:
     return f"{v / 2**10:.0f} KiB" if v else None
 
 
+def _row_note(knobs: Any, k: Any) -> str:
+    """The deterministic advisor's constraint (Knobs.spans_row), told to the model too: a block
+    that covers a whole row must not be lowered, or the rest of the row is silently dropped."""
+    spans = getattr(knobs, "spans_row", None)
+    if spans is None or not spans(k):
+        return ""
+    floor = knobs.row_floor(k)
+    at_least = f" (at least {floor})" if floor is not None else ""
+    return f"; must cover the whole row: never lower it{at_least}"
+
+
 def _knobs_text(knobs: Any) -> str:
     items = getattr(knobs, "knobs", None) or []
     lines = []
     for k in items[:30]:
         shown = k.shown() if hasattr(k, "shown") else f"{getattr(k, 'name', '?')} = {getattr(k, 'value', '?')}"
         where = f" (line {k.line}, {k.kind}{', kernel ' + k.kernel if getattr(k, 'kernel', '') else ''})"
-        lines.append(f"- {shown}{where}")
+        lines.append(f"- {shown}{where}{_row_note(knobs, k)}")
     return "\n".join(lines)
