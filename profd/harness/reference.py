@@ -145,20 +145,24 @@ def main(argv: list[str]) -> int:
     from profd.harness.verify import make_inputs, tensor_bytes
 
     biggest = bench_bytes = 0
-    for shape in [*target.shapes, target.bench_shape]:
+    shape_bytes: list[int] = []  # per declared shape: the screen verifies only the cheap ones
+    for k, shape in enumerate([*target.shapes, target.bench_shape]):
+        size = 0
         try:
             ins = make_inputs(target, shape, 0, device)
             size = tensor_bytes(ins)
             biggest = max(biggest, size)
-            if shape is target.bench_shape:
+            if k == len(target.shapes):
                 bench_bytes = size
             del ins
         except Exception:  # the reference check will say what is wrong with the inputs
             pass
+        if k < len(target.shapes):
+            shape_bytes.append(size)
     if on_gpu:
         torch.cuda.empty_cache()
     _answer({"ready": True, "shapes": len(target.shapes), "order": order, "max_input_bytes": biggest,
-             "bench_input_bytes": bench_bytes, "on_gpu": on_gpu, "bench_in_shapes": target.bench_shape in target.shapes})
+             "bench_input_bytes": bench_bytes, "shape_bytes": shape_bytes, "on_gpu": on_gpu, "bench_in_shapes": target.bench_shape in target.shapes})
     native: dict[str, Any] = {}
     for line in sys.stdin:
         if not line.strip():
