@@ -54,13 +54,14 @@ NOISE_FLOOR_PCT = {True: 1.0, False: 25.0}  # GPU timing vs the CPU interpreter 
 #: sub-millisecond kernel; a potential winner is re-timed at full length beside the best.
 SCREEN_REP_MS = 60.0
 FULL_REP_MS = 250.0
-# The screen checks the smallest declared shape once (a broken rewrite fails there first); the
-# timed calls' outputs, checked like every output, cover the bench shape. The confirmation child
-# checks every shape on fresh inputs. At GPU sizes the outputs dominate a child's
+# The screen checks each cheap declared shape once, smallest first (a broken rewrite fails there
+# first); the timed calls' outputs, checked like every output, cover the bench shape. The
+# confirmation child checks every shape on fresh inputs. At GPU sizes the outputs dominate a child's
 # cost (a 128 MB output takes about half a second to send, store and compare): three checks per
 # shape sent a dozen in softmax's screen and made each promising candidate cost ~25 s.
 SCREEN_TRIALS = 1
-SCREEN_SHAPES = 1  # the smallest declared shape(s) the screen verifies
+#: The screen verifies the declared shapes whose inputs are at most this big (the smallest always).
+SCREEN_SHAPE_BYTES = 32 << 20
 CONFIRM_TRIALS = 1
 # Timed calls: the screen's median of at most 50 (each timed call also returns its outputs, and on
 # an H200 a 40 us kernel's 200 screen calls cost 0.65 s); the confirmation's of up to 200.
@@ -288,24 +289,76 @@ class Judge:
         # Each candidate source's own cache directories (profd.harness.candidate_caches); under
         # profd's state dir, which candidates cannot write, and this session's alone.
         self.caches = Path(tempfile.mkdtemp(prefix="caches-", dir=self.work))
+        # Compiling the next candidates ahead, without the GPU (profd/harness/precompile.py): the
+        # target and input specs the original's child reported, and the forks' pool.
+        self.specs: Optional[dict[str, Any]] = None
+        self.pre: Optional[Any] = None
 
     def close(self) -> None:
+        if self.pre is not None:
+            self.pre.close()
         self.ref.close()
         shutil.rmtree(self.caches, ignore_errors=True)
+
+    # ------------------------------------------------------------------ compiling ahead
+
+    def precompile(self, cands: list[Candidate]) -> None:
+        """Queue upcoming candidates to be compiled ahead, in forks that cannot reach the GPU.
+
+        Only with a warm worker (forks cost milliseconds), where a first call compiles (a GPU),
+        after the baseline reported its target and inputs, and only for candidates that pass the
+        file's contract (the rest are refused before any of their code runs)."""
+        from profd.harness.precompile import Precompiler, wanted
+
+        if not self._warm_usable() or not self.specs or not hasattr(self.warm, "fork_module"):
+            return
+        if not wanted(not self.force_cpu and bool(self.specs.get("target"))):
+            return
+        files = []
+        for cand in cands:
+            try:
+                if contract_violations(self.original, cand.source) or reaching_violations(self.original, cand.source):
+                    continue
+            except SyntaxError:
+                continue
+            files.append(candidate_file(self.path, cand.id, cand.source))
+        if self.pre is None:
+            self.pre = Precompiler(self.warm, self._precompile_request, self._child_env,
+                                   slots=max(1, min(4, (os.cpu_count() or 2) // 4)))
+        self.pre.queue(files)
+
+    def _precompile_request(self, f: Path) -> Optional[dict[str, Any]]:
+        specs = self.specs or {}
+        if not specs.get("inputs"):
+            return None
+        return {"original": str(self.path), "candidate": str(Path(f).resolve()), "sys_path": [str(self.path.parent)],
+                "target": specs.get("target") or {"backend": "cuda", "arch": 0, "warp_size": 32},
+                "inputs": specs["inputs"]}
+
+    def _child_env(self, f: Path) -> dict[str, str]:
+        """A fork's environment for candidate file ``f``: its private caches, no secrets, no GPU."""
+        caches = private_cache_env(self.caches, Path(f).read_bytes())
+        env = {**(getattr(self.warm, "env_overrides", None) or {}), **caches, "CUDA_VISIBLE_DEVICES": ""}
+        return secrets.scrub_env(scrubbed_env(env))
 
     # ------------------------------------------------------------------ one child
 
     def run(self, source_path: Path, rep_ms: float = FULL_REP_MS, time_shapes: str = "bench",
             trials: int = TRIALS, max_runs: int = FULL_MAX_RUNS, shapes: Optional[int] = None,
-            bench_check: bool = True) -> JudgedRun:
+            bench_check: bool = True, max_shape_bytes: Optional[int] = None) -> JudgedRun:
         """Run ``source_path``'s kernel in a confined child on fresh inputs and check everything it claims.
 
-        ``trials`` calls per declared shape, on the ``shapes`` smallest (all when None), and with
+        ``trials`` calls per declared shape, on the ``shapes`` smallest (all when None) -- of them,
+        with ``max_shape_bytes``, only those whose inputs fit (the smallest always) -- and with
         ``bench_check`` one on the bench shape unless it is declared (its timed calls' outputs are
         checked either way)."""
         meta = self.ref.meta(self.timeout_s)
         order = meta.get("order") or list(range(int(meta["shapes"])))
-        plan: list[Any] = [i for i in order[:shapes] for _ in range(max(1, trials))]
+        picked = order[:shapes]
+        sizes = meta.get("shape_bytes") or []
+        if max_shape_bytes is not None and len(sizes) == int(meta["shapes"]):
+            picked = [i for k, i in enumerate(picked) if k == 0 or sizes[i] <= max_shape_bytes]
+        plan: list[Any] = [i for i in picked for _ in range(max(1, trials))]
         if not meta.get("bench_in_shapes") and bench_check:
             plan.append("bench")
         verify = [{"shape": s, "seed": _random.randbelow(2**31)} for s in plan]
@@ -323,6 +376,11 @@ class Judge:
         t0 = time.perf_counter()
         claims = self._launch(req)
         t1 = time.perf_counter()
+        rep = claims.got.report if isinstance(claims.got.report, dict) else {}
+        if self.specs is None and Path(source_path).resolve() == self.path \
+                and isinstance(rep.get("precompile_specs"), dict):
+            # The session baseline's (the shapes every screen runs): what candidates compile against.
+            self.specs = rep["precompile_specs"]
         r = self._check(req, claims, Path(source_path))
         child = (claims.got.report or {}).get("phases") if isinstance(claims.got.report, dict) else None
         if isinstance(child, dict):
@@ -573,10 +631,12 @@ class Judge:
     def baseline(self) -> JudgedRun:
         """The original through the same path candidates take (the figures they must beat)."""
         # profile() has just verified the original (TRIALS per shape and the bench shape): here it
-        # is timed on every shape, its outputs checked on the smallest shape and in its timed calls.
-        # At GPU sizes each verified output costs its transfer and a float64 comparison (Unsloth's
-        # SwiGLU: two 235 MB outputs per call at its largest shape, 2.4 s of a 7.5 s baseline).
-        self.base = self.run(self.path, time_shapes="all", trials=1, shapes=1, bench_check=False)
+        # is timed on every shape, its outputs checked on the shapes the screen checks (those with
+        # inputs up to SCREEN_SHAPE_BYTES, the smallest always) and in its timed calls. At GPU sizes
+        # each verified output costs its transfer and a float64 comparison (Unsloth's SwiGLU: two
+        # 235 MB outputs per call at its largest shape, 2.4 s of a 7.5 s baseline).
+        self.base = self.run(self.path, time_shapes="all", trials=1, bench_check=False,
+                             max_shape_bytes=SCREEN_SHAPE_BYTES)
         self.best = self.base
         return self.base
 
@@ -605,11 +665,12 @@ class Judge:
                 return reject(f"incorrect: compile_error: {built.error_paragraph}", "compile error")
         # A short first timing: most candidates are losers, and one child with a short timing
         # says so; only a potential winner pays the full A/B re-check below. The screen checks the
-        # smallest declared shape only (a broken rewrite fails there, in about a second) and the
-        # timed calls' outputs: a loser needs no more, and a potential winner's confirmation child
-        # checks every declared shape and the bench shape before anything is kept.
-        r = self.run(f, rep_ms=SCREEN_REP_MS, trials=SCREEN_TRIALS, max_runs=SCREEN_MAX_RUNS, shapes=SCREEN_SHAPES,
-                     bench_check=False)
+        # declared shapes whose inputs are small, smallest first (a broken rewrite fails there, in
+        # about a second), and the timed calls' outputs: a loser needs no more, and a potential
+        # winner's confirmation child checks every declared shape and the bench shape before anything
+        # is kept. (Liger's softmax, 4096 x 32768 fp32, spent 46 s verifying 5 candidates' screens.)
+        r = self.run(f, rep_ms=SCREEN_REP_MS, trials=SCREEN_TRIALS, max_runs=SCREEN_MAX_RUNS, bench_check=False,
+                     max_shape_bytes=SCREEN_SHAPE_BYTES)
         m = r.measurement
         if not m.correct:
             return reject(f"incorrect: {m.verdict.status.value}: {m.verdict.message}", r.cause, m)

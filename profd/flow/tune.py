@@ -76,6 +76,7 @@ class TuneResult:
     wall_s: float = 0.0
     startup: dict[str, float] = field(default_factory=dict)  # seconds before the first candidate, by step
     judged_baseline: Optional[Measurement] = None  # the original as the judge's child measured it
+    precompile: dict[str, int] = field(default_factory=dict)  # candidates compiled ahead (profd.harness.precompile)
 
     @property
     def speedup(self) -> Optional[float]:
@@ -105,7 +106,7 @@ class TuneResult:
             "best_candidate": self.best_candidate, "baseline_ms": self.baseline_ms, "best_ms": self.best_ms,
             "speedup": self.speedup, "evaluated": self.evaluated, "patch_path": self.patch_path,
             "stopped": self.stopped, "notes": self.notes, "wall_s": round(self.wall_s, 3),
-            "startup": self.startup,
+            "startup": self.startup, "precompile": self.precompile,
             "candidates_per_min": self.candidates_per_min,
             "shapes": self.shape_table(),
             "triton_configs": configs, "triton_configs_text": format_triton_configs(configs),
@@ -392,6 +393,9 @@ def _loop(path: Path, store: Store, result: TuneResult, base: Any, advisors: lis
                 stopped_why=stopped_why, batch=batch)
     finally:
         builds.close()
+        pre = getattr(judge, "pre", None)
+        if pre is not None:
+            result.precompile = pre.summary()
 
 
 class _Prebuilds:
@@ -488,6 +492,14 @@ def _rounds(path: Path, store: Store, result: TuneResult, advisors: list[Advisor
             continue
         empty_rounds = 0
         builds.submit(proposals)
+        if not builds.wanted and hasattr(judge, "precompile"):
+            # Compiled ahead without the GPU while the judge measures the ones before them.
+            try:
+                judge.precompile(proposals)
+            except Exception as e:  # an optimisation: its failure must not end the session
+                note = f"compiling ahead failed: {type(e).__name__}: {e}"
+                if note not in result.notes:
+                    result.notes.append(note)
         for cand in proposals:
             if result.evaluated >= budget:
                 break

@@ -145,12 +145,19 @@ def run(req: dict[str, Any], fd: int) -> None:
     lap("load")
     seed_inputs = lambda shape, seed: V.make_inputs(original, shape, seed, device)  # noqa: E731
     cap = int(req.get("timed_output_cap", 64 << 20))
+    from profd.harness.precompile import current_target, specs_of
+
+    # What a compile-only process needs to compile the next candidates for this device without it
+    # (profd.harness.precompile): the target and the inputs' shapes, strides and dtypes.
+    input_specs: dict[str, Any] = {}
+    report["precompile_specs"] = {"target": current_target() if on_gpu else None, "inputs": input_specs}
     try:
         # Verification calls: NaN poison, then a second run with a finite poison (unwritten elements).
         for k, call in enumerate(req["verify"]):
             from profd.harness.reference import shape_of
 
             inputs = seed_inputs(shape_of(original, call["shape"]), call["seed"])
+            input_specs.setdefault(str(call["shape"]), specs_of(inputs))
             snapshot = [v.clone() if isinstance(v, torch.Tensor) else v for v in inputs]
             before = counter.count
             with V.Poison(float("nan")):
@@ -241,6 +248,11 @@ def _time_bench(req: dict[str, Any], fd: int, report: dict[str, Any], kernel: An
     # The pool's sets, then the warm-up's own (the warm-up must not show the kernel a pool set).
     pool = [seed_inputs(shape, s) for s in seeds[:-1]]
     work = seed_inputs(shape, seeds[-1])
+    from profd.harness.precompile import specs_of
+
+    specs = report.get("precompile_specs")
+    if isinstance(specs, dict):
+        specs["inputs"]["bench"] = specs_of(work)
     most = min(int(req.get("max_runs", 200)), 2 * len(pool) - 1)  # see profd.flow.judge.POOL_MAX
     kept: list[int] = []
     held: list[list[Any]] = []

@@ -384,6 +384,9 @@ _DENY = {
                 "io_uring_setup": 425, "setsid": 157, "setpgid": 154},
 }
 _KILL = {"x86_64": (62, 234), "aarch64": (129, 131)}  # kill, tgkill
+#: ioctl: every GPU driver call goes through it (the NVIDIA and AMD device nodes, UVM). Refused in
+#: a process that must compile without reaching the GPU (profd.harness.precompile).
+_IOCTL = {"x86_64": 16, "aarch64": 29}
 _SOCKET = {"x86_64": 41, "aarch64": 198}
 _NET_FAMILIES = (2, 10, 17)  # AF_INET, AF_INET6, AF_PACKET
 
@@ -406,10 +409,11 @@ def _arch() -> str:
 _BUILDER_ALLOWS = ("chmod", "fchmod", "fchmodat", "fchmodat2", "setsid", "setpgid")
 
 
-def _seccomp_program(pid: int, builder: bool = False) -> list[tuple[int, int, int, int]]:
+def _seccomp_program(pid: int, builder: bool = False, gpu: bool = True) -> list[tuple[int, int, int, int]]:
     """The BPF program: (code, jt, jf, k) tuples. Offsets into seccomp_data: nr 0, arch 4, args 16+8i.
 
-    ``builder``: the CUDA builder's filter (``_BUILDER_ALLOWS`` allowed, any process signalled)."""
+    ``builder``: the CUDA builder's filter (``_BUILDER_ALLOWS`` allowed, any process signalled);
+    ``gpu=False``: ioctl refused too, so no GPU driver can be reached."""
     arch = _arch()
     eperm = SECCOMP_RET_ERRNO | errno.EPERM
     kill_nr, tgkill_nr = _KILL[arch]
@@ -425,6 +429,11 @@ def _seccomp_program(pid: int, builder: bool = False) -> list[tuple[int, int, in
     for name, nr in _DENY[arch].items():
         if not (builder and name in _BUILDER_ALLOWS):
             prog += [(_JEQ_K, 0, 1, nr), (_RET_K, 0, 0, eperm)]
+    if not gpu:
+        # ENOTTY, not EPERM: CPython marks new files close-on-exec with ioctl(FIOCLEX) and falls
+        # back to fcntl only on ENOTTY or EACCES (EPERM broke every tempfile); a GPU driver's
+        # ioctl fails either way.
+        prog += [(_JEQ_K, 0, 1, _IOCTL[arch]), (_RET_K, 0, 0, SECCOMP_RET_ERRNO | errno.ENOTTY)]
     # kill(pid, sig) and tgkill(tgid, tid, sig): arg 0 must be this process, its group or 0.
     for nr in (() if builder else (kill_nr, tgkill_nr)):
         prog += [(_JEQ_K, 0, 2 + 2 * len(own) + 1, nr), (_LD_W_ABS, 0, 0, 16)]
@@ -440,9 +449,9 @@ def _seccomp_program(pid: int, builder: bool = False) -> list[tuple[int, int, in
     return prog
 
 
-def apply_seccomp(pid: Optional[int] = None, builder: bool = False) -> str:
-    """Install the candidate filter (``builder``: the CUDA builder's) on this process and all it
-    starts; never raises.
+def apply_seccomp(pid: Optional[int] = None, builder: bool = False, gpu: bool = True) -> str:
+    """Install the candidate filter (``builder``: the CUDA builder's; ``gpu=False``: no ioctl) on
+    this process and all it starts; never raises.
 
     Returns "seccomp: ..." or "unavailable: <reason>". Requires NO_NEW_PRIVS (set here)."""
     if sandbox_disabled():
@@ -451,7 +460,7 @@ def apply_seccomp(pid: Optional[int] = None, builder: bool = False) -> str:
     if arch not in AUDIT_ARCH:
         return f"unavailable: no seccomp table for {arch}"
     try:
-        prog = _seccomp_program(pid or os.getpid(), builder)
+        prog = _seccomp_program(pid or os.getpid(), builder, gpu)
         arr = (_SockFilter * len(prog))(*[_SockFilter(c, jt, jf, k) for c, jt, jf, k in prog])
         fprog = _SockFprog(len(prog), ctypes.cast(arr, ctypes.POINTER(_SockFilter)))
         libc = _libc()
@@ -465,7 +474,8 @@ def apply_seccomp(pid: Optional[int] = None, builder: bool = False) -> str:
         return f"unavailable: {type(e).__name__}: {e}"
     if builder:
         return "seccomp: no network sockets, no ptrace, no reading other processes' memory"
-    return "seccomp: no network sockets, signals only to its own group, no ptrace, no metadata changes"
+    return ("seccomp: no network sockets, signals only to its own group, no ptrace, no metadata changes"
+            + ("" if gpu else ", no ioctl (no GPU)"))
 
 
 #: /proc entries every process may read (system-wide information, no other process's data).
@@ -503,16 +513,20 @@ def confined() -> bool:
     return _confined
 
 
-def confine_candidate() -> dict[str, str]:
+def confine_candidate(gpu: bool = True) -> dict[str, str]:
     """Everything beyond the write restriction, for a process about to import a candidate.
 
+    ``gpu=False``: the process may not reach a GPU either (a compile-only process).
     Returns {protection: description or "unavailable: ..."} for the Measurement and the report."""
     global _confined
     _confined = True
     reads = apply_read_restriction()
-    filt = apply_seccomp()
-    return {"other processes' /proc": reads, "network": filt, "signals outside its group": filt,
-            "metadata changes": filt}
+    filt = apply_seccomp(gpu=gpu)
+    out = {"other processes' /proc": reads, "network": filt, "signals outside its group": filt,
+           "metadata changes": filt}
+    if not gpu:
+        out["GPU"] = filt
+    return out
 
 
 def confine_builder(target: str | Path, scratch: str | Path) -> str:

@@ -152,7 +152,11 @@ def _bracketed(fn: Callable[[], Any], runs: int, stream: Any, flush: Any, before
         if before is not None:
             before(i)
         if mode == "full":
-            gpu_spin.launch(spin_ns, handle)
+            try:
+                gpu_spin.launch(spin_ns, handle)
+            except Exception:  # the driver refused the launch: this call and the rest start idle
+                mode = "idle"
+                torch.cuda.synchronize()
         elif sleep is not None:
             sleep(200_000)
         else:

@@ -139,6 +139,25 @@ class WarmWorker:
             self.current_pid = pid
             return pid
 
+    def fork_module(self, module: str, scratch: Path, request: Path, env: dict[str, str]) -> Optional[int]:
+        """Fork a helper child (``profd.harness.<module>``, e.g. ``precompile``) in ``scratch`` beside
+        the measurement in flight (not tracked as it: its owner waits for and kills it); its pid, or
+        None when the zygote cannot fork one. It exits through ``scratch/exit.json``."""
+        if self.disabled:
+            return None
+        with self.lock:
+            if not self.alive():
+                return None
+            msg = {"module": module, "request": str(request), "cwd": str(scratch), "env": env}
+            try:
+                assert self.proc and self.proc.stdin
+                self.proc.stdin.write(json.dumps(msg) + "\n")
+                self.proc.stdin.flush()
+                return int(json.loads(self._readline(30.0))["pid"])
+            except Exception:
+                self.close()
+                return None
+
     def run(self, req: ChildRequest, *, timeout_s: float = 120.0, workdir: Optional[Path] = None) -> ChildRun:
         """Fork a child for ``req``; a dead zygote falls back to a cold child."""
         if self.disabled or (req.force_cpu and self.alive() and not self.interpret):

@@ -63,6 +63,10 @@ def _run_fork(msg: dict) -> None:
             from profd.harness.judged import main as judged_main
 
             code = judged_main([msg["request"], msg["channel"]])
+        elif msg.get("module") == "precompile":  # a compile-only fork (no GPU) for a later candidate
+            from profd.harness.precompile import main as precompile_main
+
+            code = precompile_main([msg["request"]])
         else:
             from profd.harness.child import main
 
@@ -105,6 +109,7 @@ def main() -> int:
         pass
     import profd.harness.child  # noqa: F401
     import profd.harness.judged  # noqa: F401
+    import profd.harness.precompile  # noqa: F401
     import profd.harness.timing  # noqa: F401
     import profd.harness.verify  # noqa: F401
 

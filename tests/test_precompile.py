@@ -1,0 +1,126 @@
+"""Compiling the next candidates ahead, without the GPU (profd/harness/precompile.py).
+
+Triton's NVIDIA backend compiles for a named target on a machine without a GPU, so these
+run here: a compile-only process under the no-ioctl filter fills a candidate's private cache
+from meta tensors, under the key a process with real tensors then finds (no second compile);
+the filter refuses ioctl the way CPython copes with (ENOTTY); and a tuning session that
+compiles ahead keeps its verdicts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from profd.flow.tune import tune
+from profd.harness.warm import WarmWorker
+from profd.store import Store
+
+try:
+    from support import store, tunable_add_target, warm  # noqa: F401 (fixtures)
+except ImportError:  # pragma: no cover
+    from tests.support import store, tunable_add_target, warm  # noqa: F401
+
+ROOT = Path(__file__).resolve().parents[1]
+H200 = {"backend": "cuda", "arch": 90, "warp_size": 32, "capability": [9, 0], "name": "NVIDIA H200"}
+
+
+def _child(code: str, env: dict[str, str], cwd: Path) -> dict:
+    env = {k: v for k, v in env.items() if k != "TRITON_INTERPRET"}  # a real compile, for sm_90
+    r = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=cwd, env=env, capture_output=True,
+                       text=True, timeout=240)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def test_a_compile_only_fork_fills_the_cache_its_candidate_then_hits(tmp_path: Path) -> None:
+    """The Triton tutorial softmax example, compiled for an H200 from meta tensors under the
+    no-GPU filter; then the same launch with real tensors compiles nothing new."""
+    from profd.harness.candidate_caches import private_cache_env
+
+    cand = tmp_path / "user" / "softmax.py"
+    cand.parent.mkdir()
+    cand.write_text((ROOT / "examples" / "kernels" / "softmax.py").read_text())
+    env = {**os.environ, **private_cache_env(tmp_path / "caches", cand.read_bytes()),
+           "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "CUDA_VISIBLE_DEVICES": ""}
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    specs = [{"shape": [64, 1000], "stride": [1000, 1], "offset": 0, "dtype": "float32", "grad": False}]
+    req = {"original": str(cand), "candidate": str(cand), "sys_path": [str(cand.parent)], "target": H200,
+           "inputs": {"0": specs}}
+    (scratch / "request.json").write_text(json.dumps(req))
+    first = _child("""
+        import json, sys
+        from profd.harness import precompile as P
+        P.main(["request.json"])
+        print(open("result.json").read())
+    """, env, scratch)
+    if "refused" in first:
+        pytest.skip(f"this kernel cannot run the compile-only process: {first['refused']}")
+    assert first.get("compiled", 0) >= 1, first
+    assert "error" not in first["shapes"]["0"], first
+    cache = Path(env["TRITON_CACHE_DIR"])
+    cubins = sorted(p.name for p in cache.rglob("*.cubin"))
+    assert cubins, first
+    # The key a process with real tensors computes (as the candidate's own child does on the GPU):
+    # same target, same dtypes and alignment; Triton finds the kernel and compiles nothing.
+    second = _child(f"""
+        import json, sys, torch
+        from pathlib import Path
+        from profd.harness import precompile as P
+        from profd.harness.target import import_file
+        P._pretend({H200!r})
+        n = {{"launches": 0, "compiles": 0}}
+        P._compile_only(n)
+        sys.path.insert(0, {str(cand.parent)!r})
+        m = import_file(Path({str(cand)!r}))
+        m.kernel(torch.randn(64, 1000))
+        print(json.dumps(n))
+    """, env, scratch)
+    assert second["compiles"] >= 1  # Triton asked for the kernel ...
+    assert sorted(p.name for p in cache.rglob("*.cubin")) == cubins  # ... and found it: nothing new built
+
+
+def test_the_no_gpu_filter_refuses_ioctl_with_enotty_and_files_still_open(tmp_path: Path) -> None:
+    out = _child("""
+        import errno, fcntl, json, tempfile, termios
+        from profd.harness.sandbox import apply_seccomp
+        how = apply_seccomp(gpu=False)
+        res = {"how": how}
+        if not how.startswith("unavailable"):
+            try:
+                fcntl.ioctl(0, termios.FIONREAD, bytearray(4))
+                res["ioctl"] = "allowed"
+            except OSError as e:
+                res["ioctl"] = errno.errorcode.get(e.errno, str(e.errno))
+            f = tempfile.NamedTemporaryFile(delete=False, mode="w", suffix=".ptx")
+            f.write("x")
+            f.close()
+            res["tempfile"] = True
+        print(json.dumps(res))
+    """, {**os.environ, "PYTHONPATH": str(ROOT)}, tmp_path)
+    if out["how"].startswith("unavailable"):
+        pytest.skip(out["how"])
+    assert "no ioctl" in out["how"]
+    assert out["ioctl"] == "ENOTTY" and out["tempfile"] is True
+
+
+def test_a_session_that_compiles_ahead_keeps_its_verdicts(tmp_path: Path, store: Store, warm: WarmWorker,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Forced on in the interpreter (where it compiles nothing): the forks run, finish, and the
+    session still keeps the faster block size."""
+    monkeypatch.setenv("PROFD_PRECOMPILE", "1")
+    target = tmp_path / "user" / "add.py"
+    target.parent.mkdir()
+    target.write_text(tunable_add_target([1000], bench=16384))
+    res = tune(target, store, budget=4, runner=warm, warm=warm)
+    assert res.best_candidate is not None, res.to_dict()
+    assert res.precompile.get("queued", 0) >= 1, res.precompile
+    assert res.precompile["finished"] >= 1
+    assert res.to_dict()["precompile"] == res.precompile
