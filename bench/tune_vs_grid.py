@@ -95,7 +95,7 @@ def run_tune(path: Path, budget: int, work: Path, quick: bool, timeout_s: float)
                         (a.get("verdict", {}).get("reason") or "")[:200])
                        for a in attempts if (a.get("status") or "") not in ("", "correct")],
                configs=data.get("triton_configs") or data.get("best_configs"),
-               startup=data.get("startup"), profd_wall_s=data.get("wall_s"),
+               startup=data.get("startup"), precompile=data.get("precompile"), profd_wall_s=data.get("wall_s"),
                attempts=[{"params": (a.get("candidate") or {}).get("params"), "status": a.get("status"),
                           "median_ms": a.get("median_ms"), "accepted": (a.get("verdict") or {}).get("accepted"),
                           "reason": ((a.get("verdict") or {}).get("reason") or "")[:160]} for a in attempts])
