@@ -317,7 +317,7 @@ class Judge:
         files = []
         for cand in cands:
             try:
-                if contract_violations(self.original, cand.source) or reaching_violations(self.original, cand.source):
+                if self.contract_problems(cand.source):
                     continue
             except SyntaxError:
                 continue
@@ -326,6 +326,11 @@ class Judge:
             self.pre = Precompiler(self.warm, self._precompile_request, self._child_env,
                                    slots=max(1, min(4, (os.cpu_count() or 2) // 4)))
         self.pre.queue(files)
+
+    def contract_problems(self, source: str) -> list[str]:
+        """How ``source`` breaks the file's contract (the trusted half, what it may reach); raises
+        SyntaxError when it does not parse. A candidate with problems never runs."""
+        return contract_violations(self.original, source) + reaching_violations(self.original, source)
 
     def _precompile_request(self, f: Path) -> Optional[dict[str, Any]]:
         specs = self.specs or {}
@@ -367,7 +372,10 @@ class Judge:
                "bench_seeds": [_random.randbelow(2**31) for _ in range(self._pool(meta) + 1)],
                "force_cpu": self.force_cpu,
                "sys_path": [str(self.path.parent)], "rep_ms": rep_ms, "time_shapes": time_shapes,
-               "max_runs": max_runs}
+               "max_runs": max_runs,
+               # The session baseline (the original's first child) reports what candidates are
+               # compiled ahead against (profd.harness.precompile); no other child spends time on it.
+               "want_specs": self.specs is None and Path(source_path).resolve() == self.path}
         self.children_last += 1
         # Two outputs per verification call (NaN and sentinel poison), each at most a few times the
         # inputs' size, plus the timed calls' 64 MiB: more than that is a flood, whatever the kernel.
@@ -377,10 +385,8 @@ class Judge:
         claims = self._launch(req)
         t1 = time.perf_counter()
         rep = claims.got.report if isinstance(claims.got.report, dict) else {}
-        if self.specs is None and Path(source_path).resolve() == self.path \
-                and isinstance(rep.get("precompile_specs"), dict):
-            # The session baseline's (the shapes every screen runs): what candidates compile against.
-            self.specs = rep["precompile_specs"]
+        if req["want_specs"] and isinstance(rep.get("precompile_specs"), dict):
+            self.specs = rep["precompile_specs"]  # the shapes every screen runs
         r = self._check(req, claims, Path(source_path))
         child = (claims.got.report or {}).get("phases") if isinstance(claims.got.report, dict) else None
         if isinstance(child, dict):
@@ -647,7 +653,7 @@ class Judge:
             return CandidateVerdict(cand.id, False, secrets.redact(reason), m, speed), cause
 
         try:
-            problems = contract_violations(self.original, cand.source) + reaching_violations(self.original, cand.source)
+            problems = self.contract_problems(cand.source)
         except SyntaxError as e:
             return reject(f"incorrect: load_error: the candidate does not parse: {e}", "load_error")
         if problems:

@@ -147,17 +147,20 @@ def run(req: dict[str, Any], fd: int) -> None:
     cap = int(req.get("timed_output_cap", 64 << 20))
     from profd.harness.precompile import current_target, specs_of
 
-    # What a compile-only process needs to compile the next candidates for this device without it
-    # (profd.harness.precompile): the target and the inputs' shapes, strides and dtypes.
-    input_specs: dict[str, Any] = {}
-    report["precompile_specs"] = {"target": current_target() if on_gpu else None, "inputs": input_specs}
+    # Asked of the session's baseline only: what a compile-only process needs to compile the next
+    # candidates for this device without it (profd.harness.precompile): the target and the
+    # inputs' shapes, strides and dtypes.
+    input_specs: Optional[dict[str, Any]] = {} if req.get("want_specs") else None
+    if input_specs is not None:
+        report["precompile_specs"] = {"target": current_target() if on_gpu else None, "inputs": input_specs}
     try:
         # Verification calls: NaN poison, then a second run with a finite poison (unwritten elements).
         for k, call in enumerate(req["verify"]):
             from profd.harness.reference import shape_of
 
             inputs = seed_inputs(shape_of(original, call["shape"]), call["seed"])
-            input_specs.setdefault(str(call["shape"]), specs_of(inputs))
+            if input_specs is not None:
+                input_specs.setdefault(str(call["shape"]), specs_of(inputs))
             snapshot = [v.clone() if isinstance(v, torch.Tensor) else v for v in inputs]
             before = counter.count
             with V.Poison(float("nan")):

@@ -85,7 +85,9 @@ def time_gpu(fn: Callable[[], Any], *, flops: Optional[float] = None, nbytes: Op
 
     mode = "full" if gpu_spin.available() else ("idle" if idle_start else "sleep")
     spin_ns = spin_duration_ns(host_s)
-    event_ms, device_ms, sync_cost = _bracketed(fn, runs, stream, flush, before, after, mode=mode, spin_ns=spin_ns)
+    # The mode the calls really ran in: a spin the driver refuses falls back to an idle start.
+    event_ms, device_ms, sync_cost, mode = _bracketed(fn, runs, stream, flush, before, after, mode=mode,
+                                                      spin_ns=spin_ns)
     ev = statistics.median(event_ms)
     dv = statistics.median(device_ms) - sync_cost
     note = ""
@@ -99,8 +101,7 @@ def time_gpu(fn: Callable[[], Any], *, flops: Optional[float] = None, nbytes: Op
             # sleep and the L2 flush that precede the start event (on an H200 a side-stream add
             # looked 1.9x faster than itself that way). Time it again from an idle device: it
             # runs inside. (The full-GPU spin leaves it no SM to run on before the bracket.)
-            event_ms, device_ms, sync_cost = _bracketed(fn, runs, stream, flush, before, after, mode="idle",
-                                                        spin_ns=spin_ns)
+            event_ms, device_ms, sync_cost, _ = _bracketed(fn, runs, stream, flush, before, after, mode="idle")
             note += ", re-timed from an idle device (launch latency included)"
         chosen = [max(d - sync_cost, 0.0) for d in device_ms]
     st = _stats(chosen)
@@ -127,8 +128,9 @@ def spin_duration_ns(host_s: float) -> int:
 
 def _bracketed(fn: Callable[[], Any], runs: int, stream: Any, flush: Any, before: Optional[Callable[[int], None]],
                after: Optional[Callable[[int, Any], None]], *, mode: str, spin_ns: int = SPIN_MIN_NS
-               ) -> tuple[list[float], list[float], float]:
-    """``runs`` event-bracketed calls: (current-stream ms, device-synchronised ms, sync cost ms).
+               ) -> tuple[list[float], list[float], float, str]:
+    """``runs`` event-bracketed calls: (current-stream ms, device-synchronised ms, sync cost ms, the
+    mode they ran in: "idle" when a "full" spin or a "sleep" was not to be had).
 
     ``mode``: "full", a spin holding every SM for ``spin_ns`` while the host launches (Python's
     launch overhead stays outside the bracket and nothing else can run before it opens);
@@ -177,7 +179,7 @@ def _bracketed(fn: Callable[[], Any], runs: int, stream: Any, flush: Any, before
     event_ms = [s.elapsed_time(e) for s, e in zip(starts, ends)]
     device_ms = [s.elapsed_time(e) for s, e in zip(starts, synced)]
     sync_cost = statistics.median(s.elapsed_time(e) for s, e in zip(empty_start, empty_end))
-    return event_ms, device_ms, sync_cost
+    return event_ms, device_ms, sync_cost, mode
 
 
 def time_cpu(fn: Callable[[], Any], *, flops: Optional[float] = None, nbytes: Optional[float] = None,

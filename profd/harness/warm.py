@@ -126,17 +126,10 @@ class WarmWorker:
                     self.start()
                 except Exception:
                     return None
-            msg = {"module": "judged", "request": str(request), "channel": str(fifo), "cwd": str(scratch),
-                   "env": env}
-            try:
-                assert self.proc and self.proc.stdin
-                self.proc.stdin.write(json.dumps(msg) + "\n")
-                self.proc.stdin.flush()
-                pid = int(json.loads(self._readline(30.0))["pid"])
-            except Exception:
-                self.close()
-                return None
-            self.current_pid = pid
+            pid = self._send({"module": "judged", "request": str(request), "channel": str(fifo), "cwd": str(scratch),
+                              "env": env})
+            if pid is not None:
+                self.current_pid = pid
             return pid
 
     def fork_module(self, module: str, scratch: Path, request: Path, env: dict[str, str]) -> Optional[int]:
@@ -148,15 +141,19 @@ class WarmWorker:
         with self.lock:
             if not self.alive():
                 return None
-            msg = {"module": module, "request": str(request), "cwd": str(scratch), "env": env}
-            try:
-                assert self.proc and self.proc.stdin
-                self.proc.stdin.write(json.dumps(msg) + "\n")
-                self.proc.stdin.flush()
-                return int(json.loads(self._readline(30.0))["pid"])
-            except Exception:
-                self.close()
-                return None
+            return self._send({"module": module, "request": str(request), "cwd": str(scratch), "env": env})
+
+    def _send(self, msg: dict) -> Optional[int]:
+        """Ask the zygote (lock held) for one fork; its pid, or None after closing a zygote that
+        did not answer."""
+        try:
+            assert self.proc and self.proc.stdin
+            self.proc.stdin.write(json.dumps(msg) + "\n")
+            self.proc.stdin.flush()
+            return int(json.loads(self._readline(30.0))["pid"])
+        except Exception:
+            self.close()
+            return None
 
     def run(self, req: ChildRequest, *, timeout_s: float = 120.0, workdir: Optional[Path] = None) -> ChildRun:
         """Fork a child for ``req``; a dead zygote falls back to a cold child."""
@@ -173,17 +170,10 @@ class WarmWorker:
                     return run_child(req, timeout_s=timeout_s, workdir=workdir, should_abort=self.should_abort,
                                      env=scrubbed_env(self.env_overrides))
             scratch, req_path, res_path = prepare_scratch(req, workdir)
-            msg = {"request": str(req_path), "result": str(res_path), "cwd": str(scratch),
-                   "env": scrubbed_env(self.env_overrides)}
             t0 = time.time()
-            try:
-                assert self.proc and self.proc.stdin
-                self.proc.stdin.write(json.dumps(msg) + "\n")
-                self.proc.stdin.flush()
-                line = self._readline(30.0)
-                pid = int(json.loads(line)["pid"])
-            except Exception:
-                self.close()
+            pid = self._send({"request": str(req_path), "result": str(res_path), "cwd": str(scratch),
+                              "env": scrubbed_env(self.env_overrides)})
+            if pid is None:
                 return run_child(req, timeout_s=timeout_s, workdir=workdir, should_abort=self.should_abort,
                                  env=scrubbed_env(self.env_overrides))
             self.current_pid = pid
