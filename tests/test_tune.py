@@ -274,3 +274,33 @@ def test_a_win_must_beat_where_the_medians_may_lie_not_the_spread_of_single_call
     assert not beats(t(1.00, 60, 10), t(0.80, 60, 10))[0]  # few calls: wide notches
     assert not beats(t(1.00, 0.1, 200), t(0.995, 0.1, 200))[0]  # the 1% floor stays
     assert not beats(t(1.00, 1, 5, gpu=False), t(0.80, 1, 5, gpu=False))[0]  # CPU interpreter: 25% floor
+
+
+def test_the_ab_times_best_and_candidate_through_one_plan(tmp_path: Path, store: Store, warm: WarmWorker,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both sides of the A/B verify and time the same way; the every-shape check of a winner comes
+    after. When the candidate's child alone verified every shape first, it was timed in a warmer
+    process, and an unchanged kernel was once "confirmed 1.53x" in the CPU interpreter."""
+    from profd.flow import judge as J
+
+    calls: list[tuple[str, dict]] = []
+    real_run = J.Judge.run
+
+    def recording_run(self, source_path, **kw):  # type: ignore[no-untyped-def]
+        calls.append((str(source_path), dict(kw)))
+        return real_run(self, source_path, **kw)
+
+    monkeypatch.setattr(J.Judge, "run", recording_run)
+    target = tmp_path / "add.py"
+    target.write_text(TINY_BLOCK)
+    fast = set_knob(TINY_BLOCK, "BLOCK_SIZE", 1024)
+    res = tune(target, store, budget=1, runner=warm, advisors=[ScriptedAdvisor([("fast", fast)])])
+    assert res.best_candidate == "fast", [a.verdict.reason for a in res.attempts]
+    plans = [kw for _, kw in calls]
+    # baseline, screen, best re-run, candidate re-run, [best again], the winner's every-shape check
+    b2, c2 = plans[2], plans[3]
+    assert calls[2][0] == calls[0][0] and calls[3][0] == calls[1][0] != calls[0][0]
+    assert b2 == c2, (b2, c2)
+    assert plans[-1].get("time_shapes") == "all" and plans[-1].get("shapes") is None
+    kept = res.attempts[-1].verdict.measurement
+    assert kept is not None and kept.shape_timings and kept.timing is not None
