@@ -714,14 +714,14 @@ class _Finder:
                     if kname not in self.jit:
                         continue
                     self._grid(kname, func.slice, local, node.lineno)
-                    self._launch(kname, node, local, "launch")
+                    self._launch(kname, node, local, "launch", fn)
                 elif isinstance(func, ast.Attribute) and func.attr in ("warmup", "run") and \
                         _attr_name(func.value) in self.jit:
                     kname = _attr_name(func.value)
                     g = next((kw.value for kw in node.keywords if kw.arg == "grid"), None)
                     if g is not None:
                         self._grid(kname, g, local, node.lineno, via="warmup")
-                    self._launch(kname, node, local, "warmup")
+                    self._launch(kname, node, local, "warmup", fn)
 
     def _handles(self, fn: ast.AST) -> dict[str, str]:
         """Local names bound to ``kernel.warmup(...)``: compiled handles, by kernel."""
@@ -735,7 +735,8 @@ class _Finder:
                             out[t.id] = _attr_name(f.value)
         return out
 
-    def _launch(self, kname: str, node: ast.Call, local: dict[str, _Def], via: str) -> None:
+    def _launch(self, kname: str, node: ast.Call, local: dict[str, _Def], via: str,
+                fn: Optional[ast.AST] = None) -> None:
         self.k.launch_lines.setdefault(kname, []).append(node.lineno)
         params = [a.arg for a in self.jit[kname].args.args]
         constexprs = set(self.k.constexpr_params.get(kname, []))
@@ -745,6 +746,11 @@ class _Finder:
         for kw in node.keywords:
             if kw.arg and (kw.arg in constexprs or kw.arg in ("num_warps", "num_stages")):
                 self._passed(kname, kw.arg, kw.value, local, node)
+            elif kw.arg is None and isinstance(kw.value, ast.Name) and fn is not None:
+                # `kernel_args["BLOCK_ROW"] = BLOCK_ROW; k[grid](..., **kernel_args)` (Liger's rms_norm)
+                for key, value in _dict_items(fn, kw.value.id, node.lineno):
+                    if key in constexprs or key in ("num_warps", "num_stages"):
+                        self._passed(kname, key, value, local, node)
         # Launches that leave num_warps/num_stages to Triton still have them: a knob to add.
         tuned = {k.param for k in self.k.knobs if k.kernel == kname and k.where in ("autotune", "heuristics")}
         given = {kw.arg for kw in node.keywords}
@@ -765,11 +771,13 @@ class _Finder:
                     self.add(Knob(name=opt, value=default, line=node.lineno, kind=opt, text="",
                                   param=opt, kernel=kname, where="launch call", site="absent",
                                   launch_line=node.lineno))
-        # Block-size variables the launcher computes (used in the grid, say) are knobs too.
+        # Block-size variables the launcher computes (used in the grid, say) are knobs too: of the
+        # launch whose grid or arguments read them, not of every kernel the launcher starts.
         passed = {k.name for k in self.k.knobs if k.kernel == kname}
+        reach = _reaching_names(fn, node) if fn is not None else None
         for lname, d in local.items():
             if _BLOCKISH.search(lname) and lname not in constexprs and lname not in passed \
-                    and d.site not in ("param",):
+                    and (reach is None or lname in reach) and d.site not in ("param",):
                 self.add(self._knob(lname, lname, d, "block", kname, node.lineno))
 
     def _knob(self, name: str, param: str, d: _Def, kind: str, kname: str, launch_line: int) -> Knob:
@@ -946,6 +954,49 @@ class _Finder:
             self.add(Knob(name=name, value=v, line=line, kind=kind, text=text, param=name, where="module",
                           site=d.site if d else "constant", col=d.col if d else -1,
                           index=d.index if d else -1))
+
+
+def _reaching_names(fn: ast.AST, launch: ast.Call) -> set[str]:
+    """Names a launch reads, directly or through the launcher's assignments above it
+    (``grid = (triton.cdiv(n, BLOCK),)``; ``kernel_args["BLOCK_ROW"] = BLOCK_ROW``)."""
+    deps: dict[str, set[str]] = {}
+    for st in ast.walk(fn):
+        if isinstance(st, (ast.Assign, ast.AnnAssign, ast.AugAssign)) and st.value is not None \
+                and st.lineno < launch.lineno:
+            reads = {x.id for x in ast.walk(st.value) if isinstance(x, ast.Name)}
+            for t in (st.targets if isinstance(st, ast.Assign) else [st.target]):
+                for x in ast.walk(t):
+                    if isinstance(x, ast.Name):
+                        deps.setdefault(x.id, set()).update(reads)
+    seen: set[str] = set()
+    todo = [x.id for x in ast.walk(launch) if isinstance(x, ast.Name)]
+    while todo:
+        n = todo.pop()
+        if n not in seen:
+            seen.add(n)
+            todo.extend(deps.get(n, ()))
+    return seen
+
+
+def _dict_items(fn: ast.AST, name: str, before: int) -> list[tuple[str, ast.AST]]:
+    """The string keys a launcher puts in the dict ``name`` above line ``before``, with their values:
+    ``d["K"] = v`` and ``d = {"K": v}`` / ``dict(K=v)``."""
+    out: list[tuple[str, ast.AST]] = []
+    for st in ast.walk(fn):
+        if not isinstance(st, ast.Assign) or st.lineno >= before:
+            continue
+        for t in st.targets:
+            if isinstance(t, ast.Subscript) and isinstance(t.value, ast.Name) and t.value.id == name \
+                    and isinstance(t.slice, ast.Constant) and isinstance(t.slice.value, str):
+                out.append((t.slice.value, st.value))
+            elif isinstance(t, ast.Name) and t.id == name:
+                v = st.value
+                if isinstance(v, ast.Dict):
+                    out += [(k.value, x) for k, x in zip(v.keys, v.values)
+                            if isinstance(k, ast.Constant) and isinstance(k.value, str)]
+                elif isinstance(v, ast.Call) and isinstance(v.func, ast.Name) and v.func.id == "dict":
+                    out += [(k.arg, k.value) for k in v.keywords if k.arg]
+    return out
 
 
 def _if_depths(fn: ast.AST) -> dict[int, int]:

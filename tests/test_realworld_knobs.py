@@ -109,3 +109,20 @@ def test_the_search_reaches_swiglus_grid_best_and_never_moves_a_buffer_bound(cor
     assert len(seen) == 24, f"the search ran dry after {len(seen)}"
     assert not any("INT32_SAFETY_BUFFER" in p for p in seen)
     assert any(p.get("BLOCK_SIZE") == 512 and p.get("num_warps") in (1, 2) for p in seen), seen
+
+
+def test_a_launchers_block_variable_belongs_to_the_launch_that_reads_it(corpus_files) -> None:
+    """Liger's rms_norm launcher starts one of two kernels; only the second's grid reads
+    ``BLOCK_ROW``, which reaches that kernel through ``kernel_args["BLOCK_ROW"]`` and ``**kernel_args``.
+    It used to be filed under the first kernel, which never receives it."""
+    from advisors.rewrite import set_knob
+
+    _, files = corpus_files
+    src = files["liger_rms_norm"].read_text()
+    k = discover(src)
+    rows = [x for x in k.knobs if x.name == "BLOCK_ROW"]
+    assert [(x.kernel, x.kind, x.value) for x in rows] == [("_block_rms_norm_forward_kernel", "constexpr", 16)]
+    assert src.splitlines()[rows[0].line - 1].strip() == "BLOCK_ROW = 16"
+    # Rewritten where it is defined: the grid and the dict passed to the launch read the same value.
+    out = set_knob(src, "BLOCK_ROW", 32)
+    assert "BLOCK_ROW = 32" in out and 'kernel_args["BLOCK_ROW"] = BLOCK_ROW' in out
