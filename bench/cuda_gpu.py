@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 from bench import _common as C  # noqa: E402
 
 THREADS = (32, 64, 128, 256, 512, 1024)
+SMS = 132  # an H100/H200's SMs: the block counts of the grid are multiples of it
 TILES = (8, 16, 32)
 
 
@@ -144,12 +145,24 @@ def grid_sources(source: str) -> list[tuple[dict[str, Any], str]]:
             sizes = [("threads", (launches[0].kernel, v)) for v in THREADS]
     if not sizes:
         sizes = [("none", None)]
+    # A fixed block count (CuPy saxpy's grid-stride GRID = 32): as written and 1-16 blocks per SM.
+    from advisors.rewriters.cuda import BLOCKS_PER_SM
+
+    fixed = [x for x in k.knobs if "grid" in x.feeds and "block" not in x.feeds and isinstance(x.value, int)
+             and not isinstance(x.value, bool) and x.value > 0]
+    counts: list[Optional[tuple[str, int, int]]] = [None]
+    if fixed:
+        f = fixed[0]
+        counts = [(f.name, f.line, v) for v in sorted({f.value, *(p * SMS for p in BLOCKS_PER_SM)})]
     out: list[tuple[dict[str, Any], str]] = []
-    for (kind, val), pads in itertools.product(sizes, itertools.chain.from_iterable(
+    for (kind, val), count, pads in itertools.product(sizes, counts, itertools.chain.from_iterable(
             itertools.combinations(arrays, r) for r in range(len(arrays) + 1))):
         src = source
         knobs: dict[str, Any] = {}
         try:
+            if count is not None:
+                src = set_cuda_knob(src, count[0], count[2], line=count[1])
+                knobs[count[0]] = count[2]
             if kind == "tile":
                 name, line, v = val
                 src = set_cuda_knob(src, name, v, line=line)

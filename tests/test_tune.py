@@ -304,3 +304,30 @@ def test_the_ab_times_best_and_candidate_through_one_plan(tmp_path: Path, store:
     assert plans[-1].get("time_shapes") == "all" and plans[-1].get("shapes") is None
     kept = res.attempts[-1].verdict.measurement
     assert kept is not None and kept.shape_timings and kept.timing is not None
+
+
+def test_the_tuner_knows_the_device_it_measured_on() -> None:
+    """``profd tune`` passes no --device: the advisors' presets and limits come from the GPU the
+    baseline ran on. Without it an H200 got Triton's tutorial tiles, not the Hopper ones."""
+    from advisors.base import TuneContext
+    from advisors.knobs import discover
+    from advisors.rewriters.deterministic import DeterministicAdvisor, device_family
+    from profd.flow.tune import measured_spec
+    from profd.model import DeviceInfo, Measurement, Verdict
+
+    def on(name: str, backend: str) -> Measurement:
+        return Measurement(target="k.py", content_hash="", verdict=Verdict(Status.CORRECT),
+                           device=DeviceInfo(name=name, backend=backend))
+
+    h200 = measured_spec(on("NVIDIA H200", "cuda"))
+    assert h200 is not None and h200.sm_count == 132 and device_family(h200) == "hopper"
+    assert measured_spec(on("cpu (Triton interpreter)", "cpu")) is None
+    assert measured_spec(on("Some Future GPU 9000", "cuda")) is None
+    src = (ROOT / "examples" / "kernels" / "matmul.py").read_text()
+    ctx = TuneContext(path="matmul.py", original_source=src, best_source=src, best_median_ms=1.0, device_spec=h200)
+    first = DeterministicAdvisor().propose(ctx, 6)
+    presets = [c for c in first if c.params.get("preset")]
+    assert presets and all("Hopper" in c.rationale for c in presets), [c.rationale for c in first]
+    ctx.device_spec = None
+    assert not any("Hopper" in c.rationale for c in DeterministicAdvisor().propose(ctx, 6))
+    assert discover(presets[0].source).get("BLOCK_M") is not None

@@ -3,8 +3,9 @@
 Knobs come from :mod:`advisors.cuda_knobs`, which reads the CUDA source strings of the user's .py
 file; every rewrite changes a value where it is defined (a ``#define``, a ``const int threads``, a
 CuPy launch constant) so the grid stays computed from it. Candidates are proposed in a fixed
-order -- padding a shared tile (bank conflicts) first, then threads per block, then the tile size
--- and each is judged like any other advisor's.
+order -- padding a shared tile (bank conflicts) first, a fixed block count below the SM count
+next, then threads per block, then the tile size, then other block counts -- and each is judged
+like any other advisor's.
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ from profd.model import Candidate
 THREADS = (256, 512, 128, 1024, 64)
 #: Square tile sizes for a tile ``#define`` that sizes both the block and the shared tile.
 TILES = (32, 16, 8)
+#: Blocks per SM to try for a fixed block count (a grid-stride loop's ``GRID = 32``), best first.
+BLOCKS_PER_SM = (4, 8, 2, 16, 1)
+#: SMs assumed when the device is unknown (an H100/H200 has 132).
+DEFAULT_SMS = 132
 
 
 class CudaAdvisor:
@@ -37,7 +42,9 @@ class CudaAdvisor:
             return []
         tried = ctx.tried_sources()
         out: list[Candidate] = []
-        for new, why, params in self._moves(src, discover_cuda(src, ctx.path)):
+        spec = ctx.device_spec
+        sms = int(getattr(spec, "sm_count", 0) or 0) or DEFAULT_SMS
+        for new, why, params in self._moves(src, discover_cuda(src, ctx.path), sms):
             digest = source_digest(new)
             if digest in tried or any(source_digest(c.source) == digest for c in out):
                 continue
@@ -47,7 +54,7 @@ class CudaAdvisor:
                 break
         return out
 
-    def _moves(self, src: str, k: CudaKnobs) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    def _moves(self, src: str, k: CudaKnobs, sms: int = DEFAULT_SMS) -> Iterator[tuple[str, str, dict[str, Any]]]:
         for arr in k.shared:
             if len(arr.dims) == 2 and not arr.padded:
                 try:
@@ -56,6 +63,13 @@ class CudaAdvisor:
                            {"pad": arr.name})
                 except CudaRewriteError:
                     pass
+        grid_moves = list(self._grid_moves(src, k, sms))
+        late: list[tuple[str, str, dict[str, Any]]] = []
+        for move, cur in grid_moves:
+            if cur < sms:
+                yield move  # fewer blocks than SMs: most of the chip idles, a worse defect than the block
+            else:
+                late.append(move)
         tiles = tile_knobs(k)
         for launch in k.launches:
             if any(t.kernel in ("", launch.kernel) for t in tiles):
@@ -81,6 +95,27 @@ class CudaAdvisor:
                     continue
                 spelled = f"#define {t.name} {t.value}" if t.kind == "define" else f"constexpr {t.name} = {t.value}"
                 yield new, f"{spelled} -> {size} at line {t.line} (block and shared tile)", {t.name: size}
+        yield from late
+
+    @staticmethod
+    def _grid_moves(src: str, k: CudaKnobs, sms: int) -> Iterator[tuple[tuple[str, str, dict[str, Any]], int]]:
+        """A fixed block count (a constant that feeds the grid and not the block, such as a
+        grid-stride loop's ``GRID = 32``) set to multiples of the SM count, where it is defined."""
+        for knob in k.knobs:
+            cur = knob.value
+            if "grid" not in knob.feeds or "block" in knob.feeds or isinstance(cur, bool) \
+                    or not isinstance(cur, int) or cur <= 0:
+                continue
+            for per in BLOCKS_PER_SM:
+                blocks = per * sms
+                if blocks == cur:
+                    continue
+                try:
+                    new = set_cuda_knob(src, knob.name, blocks, line=knob.line)
+                except CudaRewriteError:
+                    continue
+                yield ((new, f"{knob.name} = {cur} blocks at line {knob.line} -> {blocks} ({per} per SM on {sms} SMs; "
+                        f"the launch's grid is computed from it)", {knob.name: blocks}), cur)
 
 
 def _name(path: str) -> str:

@@ -289,6 +289,19 @@ def _measure_source(path: Path, cand: Candidate, *, runner: Optional[harness.Run
 # --------------------------------------------------------------------------- the loop
 
 
+def measured_spec(m: Measurement) -> Any:
+    """The hwspecs DeviceSpec of the GPU a measurement ran on (None on the CPU or an unknown one):
+    the advisors' presets and limits are the device's (Hopper tiles on an H200, its SM count)."""
+    if m.device is None or m.device.backend == "cpu":
+        return None
+    try:
+        from hwspecs import resolve
+
+        return resolve(m.device.name)[0]
+    except Exception:  # device facts improve proposals; their absence must not stop tuning
+        return None
+
+
 def tune(path: Path, store: Store, *, budget: int = 24, time_budget_s: Optional[float] = None,
          advisors: Optional[list[Advisor]] = None, runner: Optional[harness.Runner] = None,
          counters: bool = False, force_cpu: bool = False, timeout_s: float = 120.0, kind: str = "tune",
@@ -332,6 +345,8 @@ def tune(path: Path, store: Store, *, budget: int = 24, time_budget_s: Optional[
     result = TuneResult(target=str(path), session_id=session, baseline=m0, best_source=original,
                         best_candidate=None, baseline_ms=baseline_ms, best_ms=baseline_ms, evaluated=0)
     result.startup["profile_s"] = round(t_profiled - t0, 3)
+    if device_spec is None:
+        device_spec = measured_spec(m0)
 
     def stopped_why() -> str:
         return stop_reason() if stop_reason else "pre-empted (a save is waiting, or profd is stopping)"
