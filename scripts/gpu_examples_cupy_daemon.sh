@@ -8,7 +8,7 @@ O=$OUT/b; . scripts/_gpu_env.sh; rm -f $O/env.txt  # printed above; $OUT brings 
 export BENCH_GIT_COMMIT=${BENCH_GIT_COMMIT:-unknown}
 timeout ${TVG_S:-300} python3 bench/tune_vs_grid.py --corpus .rw --examples examples/kernels \
   --only ${ORDER:-vector_add softmax transpose layernorm kernelbench_relu matmul} --out $O \
-  --max-seconds $(( ${TVG_S:-300} - 60 )) --jobs 14 --tune-timeout 60 --rep-ms 50 > $O/tvg.log 2>&1
+  --max-seconds $(( ${TVG_S:-300} - 60 )) --jobs 14 --tune-timeout ${TUNE_TO:-100} --rep-ms 50 > $O/tvg.log 2>&1
 grep -v '^|' $O/tvg.log | grep -E "^==|tuned/grid" ; tail -9 $O/tvg.log
 timeout ${CUDA_S:-170} python3 bench/cuda_gpu.py --targets examples/kernels/cupy_saxpy.py --out $O --budget 8 \
   --watch 1 > $O/cuda.log 2>&1
