@@ -75,3 +75,24 @@ def test_tuning_quality_grids_apply_to_the_examples() -> None:
 def test_run_all_gpu_script_is_valid_bash() -> None:
     cp = subprocess.run(["bash", "-n", str(ROOT / "bench" / "run_all_gpu.sh")], capture_output=True, text=True)
     assert cp.returncode == 0, cp.stderr
+
+
+@pytest.mark.parametrize("name", ["layernorm", "kernelbench_relu"])
+def test_the_grid_timer_loads_targets_the_way_profd_does(name: str, tmp_path: Path) -> None:
+    """bench/realworld/grid.py verifies and times every grid point in its own child. It imported
+    the file and called kernel(*get_inputs()): the layernorm example's get_init_inputs() (eps) was
+    left out and KernelBench's ModelNew had no kernel(), so on the H200 the layernorm grid failed
+    at every point (2026-12-03). It now loads targets with profd's own load_target."""
+    import argparse
+
+    sys.path.insert(0, str(ROOT))
+    from bench.realworld import grid as G
+
+    args = argparse.Namespace(quick=True, interpret=True, variant_timeout=120, warmup_ms=1, rep_ms=1,
+                              compile_only=False, device_time=False, verbose=False)
+    path = ROOT / "examples" / "kernels" / f"{name}.py"
+    res: dict = {"errors": []}
+    done = G.run_files(path, [{"id": "as_written", "knobs": None, "path": str(path)}], args, tmp_path, name, res)
+    rec = done["as_written"]
+    assert rec.get("ok") is True and rec["max_abs_err"] == 0.0 and rec["ms"] > 0, (rec, res)
+    assert res.get("reference_ms", 0) > 0

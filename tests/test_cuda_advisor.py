@@ -83,3 +83,13 @@ def test_the_bench_grid_of_the_cupy_example_moves_its_block_count_too() -> None:
         k = discover_cuda(src)
         assert {x.name: x.value for x in k.knobs}["GRID"] == p["GRID"]
         assert [launch_threads(k, launch) for launch in k.launches] == [p["threads"]]
+
+
+def test_the_triton_advisor_leaves_cuda_targets_to_the_cuda_advisor() -> None:
+    """On an H200 the Triton advisor's 'BLOCK = 1024 -> 4096' for CuPy's saxpy (threads per block,
+    above CUDA's 1024) failed with CUDA_ERROR_INVALID_VALUE, half of an 8-candidate budget."""
+    from advisors.rewriters.deterministic import DeterministicAdvisor
+
+    for name in ("cupy_saxpy.py", "cuda_reduce.py", "cuda_matmul.py", "kernelbench_cuda_add.py"):
+        assert DeterministicAdvisor().propose(_ctx(name), 8) == [], name
+    assert DeterministicAdvisor().propose(_ctx("vector_add.py"), 2)

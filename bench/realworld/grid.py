@@ -113,10 +113,15 @@ def _child(job_path: str) -> int:
 
     # Inputs and the reference come from the as-written file, once: every variant differs only
     # in launch knobs, so they all see the same inputs and the same expected output.
-    base = check.load(job["base"])
-    shape = dict(getattr(base, "BENCH_SHAPE", {}))
+    # Loaded the way profd loads a target: its own format or KernelBench's (Model/ModelNew), and
+    # get_init_inputs() appended to every call (the layernorm example's eps).
+    sys.path.insert(0, str(HERE.parents[1]))
+    from profd.harness.target import load_target
+
+    base = load_target(Path(job["base"]))
+    shape = dict(base.bench_shape)
     torch.manual_seed(0)
-    inputs = base.get_inputs(**shape)
+    inputs = list(base.make_inputs(**shape)) + (list(base.init_inputs) if base.format == "profd" else [])
     clone = lambda: [x.clone() if isinstance(x, torch.Tensor) else x for x in inputs]  # noqa: E731
     if job.get("compile_only"):
         # Fill the on-disk cache without launching anything: this runs beside a tune that is
@@ -134,7 +139,7 @@ def _child(job_path: str) -> int:
             rec = {"variant": v["id"], "knobs": v["knobs"]}
             try:
                 signal.alarm(timeout)
-                check.load(v["path"]).kernel(*inputs)
+                load_target(Path(v["path"])).kernel(*inputs)
                 rec["ok"] = True
             except Exception as e:  # noqa: BLE001 - the timing pass reports it properly
                 rec["error"] = f"{type(e).__name__}: {e}"[:300]
@@ -143,7 +148,7 @@ def _child(job_path: str) -> int:
             emit(rec)
         return 0
     ref = base.reference(*clone())
-    rtol, atol = getattr(base, "RTOL", 1e-5), getattr(base, "ATOL", 1e-8)
+    rtol, atol = getattr(base.module, "RTOL", 1e-5), getattr(base.module, "ATOL", 1e-8)
     if job["time_reference"]:
         rec = {"variant": "reference"}
         try:
@@ -173,7 +178,7 @@ def _child(job_path: str) -> int:
         t0 = time.perf_counter()
         try:
             signal.alarm(timeout)
-            mod = check.load(v["path"])
+            mod = load_target(Path(v["path"]))
             out = mod.kernel(*clone())
             ok, err = check.close(out, ref, rtol, atol)
             rec.update(ok=ok, max_abs_err=err)
