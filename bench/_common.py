@@ -122,6 +122,11 @@ def git_commit() -> dict[str, Any]:
         except Exception:
             return ""
 
+    named = os.environ.get("BENCH_GIT_COMMIT")
+    if named:
+        # The GPU machine's copy of the working tree can hold a stale .git (an H200 run of
+        # 2026-12-03 recorded the previous day's HEAD): the caller's word wins.
+        return {"commit": named, "dirty": None, "note": "commit from $BENCH_GIT_COMMIT"}
     commit = git("rev-parse", "HEAD")
     if commit:
         return {"commit": commit, "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
