@@ -101,6 +101,7 @@ def daemon_run(names: list[str], files: dict[str, Path], budget: int, quick: boo
     t0 = time.time()
     d = C.DaemonProc(watch, counters=False, cpu=quick, extra_args=["--tune", str(budget)])
     done = False
+    cut: Optional[BaseException] = None
     try:
         end = time.monotonic() + timeout_s
         while time.monotonic() < end and d.proc.poll() is None:
@@ -118,6 +119,10 @@ def daemon_run(names: list[str], files: dict[str, Path], budget: int, quick: boo
                 done = True
                 break
             time.sleep(0.2)
+    except (SystemExit, KeyboardInterrupt) as e:
+        # A capped call (`timeout` sends SIGTERM) still reports the sessions that ended: on an
+        # H200 (2026-12-03) a 100 s cap left nothing of two sessions, one of them finished.
+        cut = e
     finally:
         d.stop()
     con = C.db_connect(state)
@@ -135,7 +140,10 @@ def daemon_run(names: list[str], files: dict[str, Path], budget: int, quick: boo
     ev = sum(s["evaluated"] for s in sessions)
     last = max((r["finished_at"] or 0.0 for r in rows), default=0.0)
     overall_wall = (last - t0) if last else None
-    return {"complete": done, "sessions": sessions, "evaluated": ev,
+    if cut is not None:
+        sessions = [x for x in sessions if x["stopped"]]  # only the sessions that closed
+        ev = sum(x["evaluated"] for x in sessions)
+    return {"complete": done, "cut_short": cut is not None, "sessions": sessions, "evaluated": ev,
             "session_wall_s": sum(s["session_wall_s"] for s in sessions),
             "candidates_per_min_sessions": ev / (sum(s["session_wall_s"] for s in sessions) / 60.0) if sessions else None,
             "wall_from_launch_s": overall_wall,
@@ -197,6 +205,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                   flush=True)
             result["daemon"] = daemon_run(names, files, budget, args.quick, timeout_s * len(names),
                                           scratch / "watched")
+            if result["daemon"].get("cut_short"):
+                raise SystemExit(143)  # the sessions that ended are written by the finally below
     finally:
         summary, out = write(True)
         shutil.rmtree(scratch, ignore_errors=True)
