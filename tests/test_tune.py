@@ -206,34 +206,34 @@ def test_once_a_preset_wins_the_advisor_searches_around_it() -> None:
     assert all(len([k for k in c.params if k != "preset"]) <= 2 for c in nxt)
 
 
-def test_candidates_are_screened_against_the_best_as_its_fresh_re_runs_measure_it(tmp_path, monkeypatch) -> None:
-    """A session's first child can run before the GPU's clocks rise: every candidate then looks
-    faster than that slow baseline and costs a three-child confirmation. Once a confirmation has
-    re-timed the best faster, later candidates are screened against that figure."""
+def _timing(ms: float):
+    from profd.model import Timing
+
+    return Timing(ms, ms, ms, ms, ms, 0.0, 10, "cuda-events+device-sync", True)
+
+
+def _scripted_rounds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, evaluate):  # type: ignore[no-untyped-def]
+    """profd's round loop with a scripted judge (``evaluate(cand, best) -> (verdict, cause, best_seen)``)
+    and an advisor that proposes ``BLOCK = 128, 256, ...``; the original measured at 1.0 ms.
+    Returns (result, the medians each candidate was screened against)."""
     import time
 
     from advisors.base import TuneContext
     from profd.flow import tune as T
-    from profd.model import Candidate, CandidateVerdict, Measurement, Status, Timing, Verdict
-    from profd.store import Store
+    from profd.model import Candidate, Measurement, Status, Verdict
 
     monkeypatch.setenv("PROFD_STATE_DIR", str(tmp_path / "state"))
     f = tmp_path / "k.py"
     f.write_text("BLOCK = 64\n")
+    screened: list[float] = []
 
-    def timing(ms: float) -> Timing:
-        return Timing(ms, ms, ms, ms, ms, 0.0, 10, "cuda-events+device-sync", True)
-
-    class Judge:  # profd's judge, scripted: the first candidate's A/B re-times the best at 0.6 ms
+    class Judge:
         children_last, phases_last, build_s_last, best_seen = 1, {}, 0.0, None
 
-        def __init__(self) -> None:
-            self.screened_against: list[float] = []
-
         def evaluate(self, cand, best, ctx):
-            self.screened_against.append(best.median_ms)
-            self.best_seen = timing(0.6) if len(self.screened_against) == 1 else None
-            return CandidateVerdict(cand.id, False, "not confirmed", None, None), "not confirmed"
+            screened.append(best.median_ms)
+            verdict, cause, self.best_seen = evaluate(cand, best)
+            return verdict, cause
 
     class Advisor:
         name = "scripted"
@@ -244,17 +244,33 @@ def test_candidates_are_screened_against_the_best_as_its_fresh_re_runs_measure_i
                     for i in range(n)]
 
     store = Store(tmp_path / "profd.db")
-    m0 = Measurement(target=str(f), content_hash="", verdict=Verdict(Status.CORRECT), timing=timing(1.0))
+    m0 = Measurement(target=str(f), content_hash="", verdict=Verdict(Status.CORRECT), timing=_timing(1.0))
     session = store.open_tune_session(str(f), "", time.time(), None, 3, 1.0)
     result = T.TuneResult(target=str(f), session_id=session, baseline=m0, best_source=f.read_text(),
                           best_candidate=None, baseline_ms=1.0, best_ms=1.0, evaluated=0)
     ctx = TuneContext(path=str(f), original_source=f.read_text(), best_source=f.read_text(), best_median_ms=1.0)
     ctx.cache = store.tune_cache("test-device", "{}")
-    judge = Judge()
-    T._rounds(f, store, result, [Advisor()], T.Progress(3, enabled=False), judge, ctx, T._Prebuilds(f, "BLOCK = 64\n"),
-              m0, timing(1.0), original=f.read_text(), budget=3, deadline=None, time_budget_s=None,
+    T._rounds(f, store, result, [Advisor()], T.Progress(3, enabled=False), Judge(), ctx, T._Prebuilds(f, "BLOCK = 64\n"),
+              m0, _timing(1.0), original=f.read_text(), budget=3, deadline=None, time_budget_s=None,
               should_stop=lambda: False, stopped_why=lambda: "", batch=3)
-    assert judge.screened_against == [1.0, 0.6, 0.6], (result.stopped, result.notes)
+    return result, screened
+
+
+def test_candidates_are_screened_against_the_best_as_its_fresh_re_runs_measure_it(tmp_path, monkeypatch) -> None:
+    """A session's first child can run before the GPU's clocks rise: every candidate then looks
+    faster than that slow baseline and costs a three-child confirmation. Once a confirmation has
+    re-timed the best faster, later candidates are screened against that figure."""
+    from profd.model import CandidateVerdict
+
+    calls: list[int] = []
+
+    def evaluate(cand, best):  # the first candidate's A/B re-times the best at 0.6 ms
+        calls.append(1)
+        return (CandidateVerdict(cand.id, False, "not confirmed", None, None), "not confirmed",
+                _timing(0.6) if len(calls) == 1 else None)
+
+    result, screened = _scripted_rounds(tmp_path, monkeypatch, evaluate)
+    assert screened == [1.0, 0.6, 0.6], (result.stopped, result.notes)
     # The original's faster re-timing is also what a speed-up is claimed against.
     assert result.best_ms == 0.6 and result.baseline_ms == 0.6 and result.best_candidate is None
 
@@ -263,53 +279,15 @@ def test_a_kept_speed_up_is_claimed_against_the_originals_faster_re_timing(tmp_p
     """The session's first child measured the original at 1.0 ms, the A/B that kept a candidate
     at 0.6 ms beside it at 0.3 ms: the claim is the A/B's 2x, not 1.0 / 0.3 (on an H200 unsloth's
     SwiGLU claimed 5.11x where the grid measured 3.36x)."""
-    import time
+    from profd.model import CandidateVerdict, Measurement, Status, Verdict
 
-    from advisors.base import TuneContext
-    from profd.flow import tune as T
-    from profd.model import Candidate, CandidateVerdict, Measurement, Status, Timing, Verdict
-    from profd.store import Store
+    def evaluate(cand, best):
+        m = Measurement(target="k.py", content_hash="", verdict=Verdict(Status.CORRECT), timing=_timing(0.3))
+        v = CandidateVerdict(cand.id, True, "kept", m, 2.0)
+        v.confirmed = True
+        return v, "kept", _timing(0.6)
 
-    monkeypatch.setenv("PROFD_STATE_DIR", str(tmp_path / "state"))
-    f = tmp_path / "k.py"
-    f.write_text("BLOCK = 64\n")
-
-    def timing(ms: float) -> Timing:
-        return Timing(ms, ms, ms, ms, ms, 0.0, 10, "cuda-events+device-sync", True)
-
-    class Judge:  # profd's judge, scripted: the first candidate's A/B re-times the best at 0.6 ms
-        children_last, phases_last, build_s_last, best_seen = 1, {}, 0.0, None
-
-        def __init__(self) -> None:
-            self.screened_against: list[float] = []
-
-        def evaluate(self, cand, best, ctx):
-            self.screened_against.append(best.median_ms)
-            self.best_seen = timing(0.6)
-            m = Measurement(target=str(f), content_hash="", verdict=Verdict(Status.CORRECT), timing=timing(0.3))
-            v = CandidateVerdict(cand.id, True, "kept", m, 2.0)
-            v.confirmed = True
-            return v, "kept"
-
-    class Advisor:
-        name = "scripted"
-
-        def propose(self, ctx, n):
-            k = len(ctx.history)
-            return [Candidate(id=f"c{k + i}", source=f"BLOCK = {128 << (k + i)}\n", advisor="scripted", rationale="step")
-                    for i in range(n)]
-
-    store = Store(tmp_path / "profd.db")
-    m0 = Measurement(target=str(f), content_hash="", verdict=Verdict(Status.CORRECT), timing=timing(1.0))
-    session = store.open_tune_session(str(f), "", time.time(), None, 3, 1.0)
-    result = T.TuneResult(target=str(f), session_id=session, baseline=m0, best_source=f.read_text(),
-                          best_candidate=None, baseline_ms=1.0, best_ms=1.0, evaluated=0)
-    ctx = TuneContext(path=str(f), original_source=f.read_text(), best_source=f.read_text(), best_median_ms=1.0)
-    ctx.cache = store.tune_cache("test-device", "{}")
-    judge = Judge()
-    T._rounds(f, store, result, [Advisor()], T.Progress(3, enabled=False), judge, ctx, T._Prebuilds(f, "BLOCK = 64\n"),
-              m0, timing(1.0), original=f.read_text(), budget=3, deadline=None, time_budget_s=None,
-              should_stop=lambda: False, stopped_why=lambda: "", batch=3)
+    result, _ = _scripted_rounds(tmp_path, monkeypatch, evaluate)
     assert result.best_candidate and result.best_ms == 0.3 and result.baseline_ms == 0.6
     assert result.speedup == pytest.approx(2.0)
 
