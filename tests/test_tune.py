@@ -365,3 +365,16 @@ def test_the_tuner_knows_the_device_it_measured_on() -> None:
     ctx.device_spec = None
     assert not any("Hopper" in c.rationale for c in DeterministicAdvisor().propose(ctx, 6))
     assert discover(presets[0].source).get("BLOCK_M") is not None
+
+
+def test_tunings_baseline_verifies_each_shape_once(tmp_path: Path, store: Store, warm: WarmWorker) -> None:
+    """``profd profile`` verifies three calls per shape; the tuner's baseline one (the judge checks
+    the original again and every kept candidate on every shape): at GPU sizes each verification
+    call costs its transfer and a float64 comparison."""
+    from profd.flow.profile import profile
+
+    target = tmp_path / "add.py"
+    target.write_text(tunable_add_target([1000, 3000], bench=16384))
+    res = tune(target, store, budget=1, runner=warm, advisors=[ScriptedAdvisor([])])
+    assert [c.shape for c in res.baseline.verdict.checks] == [[1000], [3000], [16384]]
+    assert len(profile(target, store, runner=warm).measurement.verdict.checks) == 7

@@ -55,7 +55,7 @@ def profile(path: Path, store: Store, *, counters: bool = False, full_set: bool 
             force_cpu: bool = False, runner: Optional[harness.Runner] = None,
             cancelled: Callable[[], bool] = lambda: False, gpu_index: Optional[int] = None,
             on_step: Callable[[str, Any], None] = lambda step, value: None,
-            time_shapes: str = "bench") -> ProfileResult:
+            time_shapes: str = "bench", trials: int = 3) -> ProfileResult:
     """Verify and time ``path``; with ``counters`` also profile and diagnose it.
 
     ``on_step`` is called as each stage finishes ("verdict", then "report") so that
@@ -63,14 +63,16 @@ def profile(path: Path, store: Store, *, counters: bool = False, full_set: bool 
     Raises Cancelled (storing nothing) when ``cancelled()`` turns true meanwhile, and
     ``NotATarget`` (storing nothing, running nothing) for a file that is no kernel target.
     ``gpu_index`` is the NVML index of the GPU the job runs on (its executor slot's; GPU 0 when
-    not given), whose clocks and other processes are recorded around the measurement.
+    not given), whose clocks and other processes are recorded around the measurement. ``trials``:
+    verification calls per declared shape, each on fresh inputs.
     """
     from profd.harness.recognise import check_target
 
     path = Path(path).resolve()
     check_target(path)
     before = _nvml_snapshot(gpu_index)
-    m = harness.measure(path, timeout_s=timeout_s, force_cpu=force_cpu, runner=runner, time_shapes=time_shapes)
+    m = harness.measure(path, timeout_s=timeout_s, force_cpu=force_cpu, runner=runner, time_shapes=time_shapes,
+                        trials=trials)
     if cancelled():
         raise Cancelled()
     after = _nvml_snapshot(gpu_index)

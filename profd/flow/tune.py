@@ -332,8 +332,11 @@ def tune(path: Path, store: Store, *, budget: int = 24, time_budget_s: Optional[
     judge = Judge(path, force_cpu=force_cpu, timeout_s=timeout_s, allow_fallback=allow_fallback, warm=warm)
     try:
         # Stopped during the baseline: profile() raises Cancelled and stores nothing.
+        # One verification call per shape (profd profile makes three): the judge checks the original
+        # again, and every kept candidate is checked on every shape in a process of its own. At GPU
+        # sizes each call costs its transfer and a float64 comparison (fla's matmul: 21 s of start-up).
         base = profile(path, store, counters=counters, timeout_s=timeout_s, force_cpu=force_cpu, runner=runner,
-                       cancelled=should_stop, gpu_index=gpu_index)
+                       cancelled=should_stop, gpu_index=gpu_index, trials=1)
     except BaseException:
         judge.close()
         raise
