@@ -315,6 +315,8 @@ class Timing(JsonMixin):
     tflops: Optional[float] = None
     gbps: Optional[float] = None
     note: str = ""
+    #: The spin (ns) that opened each bracket on a GPU; 0 where there was none (profd.harness.timing).
+    spin_ns: int = 0
 
     @property
     def spread_pct(self) -> float:

@@ -91,3 +91,51 @@ def test_spin_holds_every_sm_against_a_side_stream() -> None:
     assert t0.elapsed_time(t1) >= 1.9
     # The side stream's small add could not start anywhere before the spin released the SMs.
     assert t0.elapsed_time(t_side) >= 1.9
+
+
+def test_a_fixed_spin_is_used_and_reported() -> None:
+    """The judge fixes one spin per session (the baseline's) for every child: both sides of an A/B
+    then spend the same time per call outside the kernel on profd's clock."""
+    import torch
+
+    from profd.harness.timing import time_gpu
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a GPU")
+    x = torch.ones(1 << 20, device="cuda")
+    assert gpu_spin.prepare(), gpu_spin.why_not()
+    own = time_gpu(lambda: x.add_(1.0), rep_ms=20)
+    fixed = time_gpu(lambda: x.add_(1.0), rep_ms=20, spin_ns=450_000)
+    assert own.spin_ns == spin_duration_ns(0.0) or own.spin_ns >= SPIN_MIN_NS
+    assert fixed.spin_ns == 450_000 and "full-GPU spin" in fixed.method
+
+
+def test_the_judge_gives_every_child_the_baselines_spin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sized from each child's own host time, the spin fell on either side of a 50 us step: on an
+    H200 that much per call on profd's clock rejected genuine 1.2x wins as forged."""
+    from profd.flow import judge as J
+    from profd.model import Measurement, Status, Timing, Verdict
+
+    monkeypatch.setenv("PROFD_STATE_DIR", str(tmp_path / "state"))
+    ex = Path(__file__).resolve().parents[1] / "examples" / "kernels" / "vector_add.py"
+    target = tmp_path / "vector_add.py"
+    target.write_text(ex.read_text())
+    judge = J.Judge(target, force_cpu=True)
+    try:
+        t = Timing(0.1, 0.1, 0.1, 0.1, 0.1, 0.0, 10, "cuda-events+device-sync, full-GPU spin", True,
+                   spin_ns=150_000)
+        fake = J.JudgedRun(Measurement(target=str(target), content_hash="", verdict=Verdict(Status.CORRECT),
+                                       timing=t))
+        monkeypatch.setattr(judge, "run", lambda *a, **k: fake)
+        judge.baseline()
+        assert judge.spin_ns == 150_000
+        monkeypatch.undo()
+        monkeypatch.setenv("PROFD_STATE_DIR", str(tmp_path / "state"))
+        sent: list[dict] = []
+        real = judge._launch
+        monkeypatch.setattr(judge, "_launch", lambda req: (sent.append(req), real(req))[1])
+        r = judge.run(target, rep_ms=1, trials=1, shapes=1, bench_check=False)
+        assert r.measurement.correct, r.measurement.verdict.message
+        assert sent and sent[0]["spin_ns"] == 150_000
+    finally:
+        judge.close()

@@ -285,6 +285,7 @@ class Judge:
         self.ref = ReferenceProcess(self.path, force_cpu)
         self.ref.spawn()  # loads while the caller measures the baseline
         self.base: Optional[JudgedRun] = None
+        self.spin_ns = 0  # the spin every child's brackets open behind, once the baseline set it (GPU)
         self.work = ensure_private_dir(artifacts_dir("judge"))
         # Each candidate source's own cache directories (profd.harness.candidate_caches); under
         # profd's state dir, which candidates cannot write, and this session's alone.
@@ -375,7 +376,11 @@ class Judge:
                "max_runs": max_runs,
                # The session baseline (the original's first child) reports what candidates are
                # compiled ahead against (profd.harness.precompile); no other child spends time on it.
-               "want_specs": self.specs is None and Path(source_path).resolve() == self.path}
+               "want_specs": self.specs is None and Path(source_path).resolve() == self.path,
+               # One spin for every child after the baseline: sized from each child's own host time,
+               # it fell on either side of a 50 us step (H200, 2026-12-03), and that much per call on
+               # profd's clock buried real 1.2x wins in the clock check ("timing forged").
+               "spin_ns": self.spin_ns}
         self.children_last += 1
         # Two outputs per verification call (NaN and sentinel poison), each at most a few times the
         # inputs' size, plus the timed calls' 64 MiB: more than that is a flood, whatever the kernel.
@@ -643,6 +648,8 @@ class Judge:
         # 235 MB outputs per call at its largest shape, 2.4 s of a 7.5 s baseline).
         self.base = self.run(self.path, time_shapes="all", trials=1, bench_check=False,
                              max_shape_bytes=SCREEN_SHAPE_BYTES)
+        t = self.base.measurement.timing
+        self.spin_ns = int(t.spin_ns) if t is not None and t.spin_ns else 0
         self.best = self.base
         return self.base
 

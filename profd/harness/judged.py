@@ -302,7 +302,8 @@ def _time_bench(req: dict[str, Any], fd: int, report: dict[str, Any], kernel: An
     channel.send_marker(fd, {"clock": "start"})
     if on_gpu:
         t = T.time_gpu(fn, flops=flops, nbytes=nbytes, rep_ms=float(req.get("rep_ms", 250.0)), before=before,
-                       after=after, max_runs=most, min_runs=min(10, most), idle_start=True)
+                       after=after, max_runs=most, min_runs=min(10, most), idle_start=True,
+                       spin_ns=int(req.get("spin_ns") or 0) or None)
     else:
         t = T.time_cpu(fn, flops=flops, nbytes=nbytes, before=before, after=after, runs=min(5, most))
     sync()

@@ -45,7 +45,8 @@ def _rates(t: Timing, flops: Optional[float], nbytes: Optional[float]) -> Timing
 def time_gpu(fn: Callable[[], Any], *, flops: Optional[float] = None, nbytes: Optional[float] = None,
              rep_ms: float = 250.0, min_runs: int = 10, max_runs: int = 200, flush_l2: bool = True,
              l2_bytes: int = 0, before: Optional[Callable[[int], None]] = None,
-             after: Optional[Callable[[int, Any], None]] = None, idle_start: bool = False) -> Timing:
+             after: Optional[Callable[[int, Any], None]] = None, idle_start: bool = False,
+             spin_ns: Optional[int] = None) -> Timing:
     """Median of many event-timed runs after warm-up, L2 flushed between runs.
 
     ``before(i)`` runs before timed call ``i`` and ``after(i, result)`` after it, both
@@ -59,7 +60,11 @@ def time_gpu(fn: Callable[[], Any], *, flops: Optional[float] = None, nbytes: Op
     shorter than the sleep would look free, and profd's own clock would agree, since the overlap
     is real. ``idle_start`` (the judge's timing of candidates) then starts every bracket on an
     idle device instead, in one pass: the wrapper's host time (Liger's ~70 us) lands inside
-    every bracket, the original's and the candidate's alike."""
+    every bracket, the original's and the candidate's alike.
+
+    ``spin_ns`` fixes the spin (the judge passes the session baseline's to every child, so that
+    both sides of an A/B spend the same time per call outside the kernel); by default it is sized
+    from this call's host time."""
     dev = torch.cuda.current_device()
     stream = torch.cuda.current_stream()
     flush = None
@@ -84,7 +89,7 @@ def time_gpu(fn: Callable[[], Any], *, flops: Optional[float] = None, nbytes: Op
     from profd.harness import gpu_spin
 
     mode = "full" if gpu_spin.available() else ("idle" if idle_start else "sleep")
-    spin_ns = spin_duration_ns(host_s)
+    spin_ns = int(spin_ns) if spin_ns else spin_duration_ns(host_s)
     # The mode the calls really ran in: a spin the driver refuses falls back to an idle start.
     event_ms, device_ms, sync_cost, mode = _bracketed(fn, runs, stream, flush, before, after, mode=mode,
                                                       spin_ns=spin_ns)
@@ -107,7 +112,8 @@ def time_gpu(fn: Callable[[], Any], *, flops: Optional[float] = None, nbytes: Op
     st = _stats(chosen)
     method = {"full": "cuda-events+device-sync, full-GPU spin", "sleep": "cuda-events+device-sync",
               "idle": "cuda-events+device-sync, idle start"}[mode]
-    t = Timing(**st, runs=runs, method=method, representative=True, l2_flushed=flush is not None, note=note)
+    t = Timing(**st, runs=runs, method=method, representative=True, l2_flushed=flush is not None, note=note,
+               spin_ns=spin_ns if mode == "full" else 0)
     return _rates(t, flops, nbytes)
 
 
