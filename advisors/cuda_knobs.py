@@ -1219,6 +1219,13 @@ def tile_knobs(knobs: CudaKnobs) -> list[CudaKnob]:
             and "shared" in kn.feeds and "block" in kn.feeds and isinstance(kn.value, int)]
 
 
+def fixed_block_counts(knobs: CudaKnobs) -> list[CudaKnob]:
+    """Constants that set the number of blocks and not their size (a grid-stride loop's
+    ``GRID = 32``): they feed the grid, not the block, and hold a positive int."""
+    return [k for k in knobs.knobs if "grid" in k.feeds and "block" not in k.feeds
+            and isinstance(k.value, int) and not isinstance(k.value, bool) and k.value > 0]
+
+
 def needs_cuda(source: Union[str, Path]) -> bool:
     """Does this Python target build CUDA code (load_inline / load / CuPy)? Cheap enough for the loader."""
     text = source.read_text() if isinstance(source, Path) else source

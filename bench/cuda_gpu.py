@@ -146,10 +146,10 @@ def grid_sources(source: str) -> list[tuple[dict[str, Any], str]]:
     if not sizes:
         sizes = [("none", None)]
     # A fixed block count (CuPy saxpy's grid-stride GRID = 32): as written and 1-16 blocks per SM.
+    from advisors.cuda_knobs import fixed_block_counts
     from advisors.rewriters.cuda import BLOCKS_PER_SM
 
-    fixed = [x for x in k.knobs if "grid" in x.feeds and "block" not in x.feeds and isinstance(x.value, int)
-             and not isinstance(x.value, bool) and x.value > 0]
+    fixed = fixed_block_counts(k)
     counts: list[Optional[tuple[str, int, int]]] = [None]
     if fixed:
         f = fixed[0]

@@ -13,8 +13,8 @@ from __future__ import annotations
 from typing import Any, Iterator, Optional
 
 from advisors.base import TuneContext, source_digest, unified_diff
-from advisors.cuda_knobs import (CudaKnobs, CudaRewriteError, discover_cuda, launch_threads, needs_cuda,
-                                 pad_shared_tile, set_cuda_knob, set_threads_per_block, tile_knobs)
+from advisors.cuda_knobs import (CudaKnobs, CudaRewriteError, discover_cuda, fixed_block_counts, launch_threads,
+                                 needs_cuda, pad_shared_tile, set_cuda_knob, set_threads_per_block, tile_knobs)
 from profd.model import Candidate
 
 #: Threads per block to try, most promising first for memory-bound kernels.
@@ -101,11 +101,8 @@ class CudaAdvisor:
     def _grid_moves(src: str, k: CudaKnobs, sms: int) -> Iterator[tuple[tuple[str, str, dict[str, Any]], int]]:
         """A fixed block count (a constant that feeds the grid and not the block, such as a
         grid-stride loop's ``GRID = 32``) set to multiples of the SM count, where it is defined."""
-        for knob in k.knobs:
+        for knob in fixed_block_counts(k):
             cur = knob.value
-            if "grid" not in knob.feeds or "block" in knob.feeds or isinstance(cur, bool) \
-                    or not isinstance(cur, int) or cur <= 0:
-                continue
             for per in BLOCKS_PER_SM:
                 blocks = per * sms
                 if blocks == cur:

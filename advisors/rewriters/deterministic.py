@@ -169,10 +169,8 @@ class DeterministicAdvisor:
     # ------------------------------------------------------------------ public
 
     def propose(self, ctx: TuneContext, n: int) -> list[Candidate]:
-        """Up to ``n`` untried candidates, most promising first (none for a file without a Triton
-        kernel: CUDA C++ targets are the CUDA advisor's, which knows a block's thread limit)."""
-        if not self._triton(ctx.best_source):
-            return []
+        """Up to ``n`` untried candidates, most promising first (none for a CUDA C++ target without
+        a Triton kernel: those are the CUDA advisor's, which knows a block's thread limit)."""
         tried = ctx.tried_sources()
         cache = getattr(ctx, "cache", None) or self.cache
         out: list[Candidate] = []
@@ -193,15 +191,6 @@ class DeterministicAdvisor:
             if len(out) + len(known_good) >= n:
                 break
         return (known_good + out)[:n]
-
-    @staticmethod
-    def _triton(src: str) -> bool:
-        # On CuPy's saxpy this advisor took BLOCK (threads per block) for a Triton block and
-        # proposed 2048 and 4096: CUDA_ERROR_INVALID_VALUE twice per round, 4 of an 8-candidate
-        # budget (H200, 2026-12-03), while the CUDA advisor's block-count moves never ran.
-        from advisors.cuda_knobs import needs_cuda
-
-        return not needs_cuda(src) or "triton.jit" in src or "@jit" in src
 
     # ------------------------------------------------------------------ constraints
 
@@ -231,6 +220,14 @@ class DeterministicAdvisor:
     def _moves(self, ctx: TuneContext) -> Iterable[Candidate]:
         src = ctx.best_source
         knobs = self._knobs(ctx, src)
+        if not knobs.kernels:
+            from advisors.cuda_knobs import needs_cuda
+
+            if needs_cuda(src):
+                # On CuPy's saxpy this advisor took BLOCK (threads per block) for a Triton block and
+                # proposed 2048 and 4096: CUDA_ERROR_INVALID_VALUE, 4 of an 8-candidate budget (H200,
+                # 2026-12-03), while the CUDA advisor's block-count moves never ran.
+                return
         kernel = self._kernel(knobs)
         roles = _roles(knobs, kernel)
         cls = knobs.kernel_class(kernel)

@@ -161,7 +161,6 @@ def _child(job_path: str) -> int:
         emit(rec)
     device_timer = None
     if job.get("device_time") and not quick and torch.cuda.is_available():
-        sys.path.insert(0, str(HERE.parents[1]))
         from profd.harness import gpu_spin
         from profd.harness.timing import time_gpu
 

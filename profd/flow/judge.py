@@ -710,10 +710,7 @@ class Judge:
         def ab_run(source: Path) -> JudgedRun:
             return self.run(source, trials=1, shapes=1, bench_check=False)
 
-        def rerun_best() -> JudgedRun:
-            return ab_run(best_file)
-
-        b2 = rerun_best()
+        b2 = ab_run(best_file)
         c2 = ab_run(f)
         if not (b2.measurement.correct and b2.measurement.timing):
             return reject(f"the confirmation run of the current best failed: {b2.measurement.verdict.message}",
@@ -727,7 +724,7 @@ class Judge:
             # The best once more, after the candidate (A/B/A): a process that runs later can be
             # faster for reasons of its own (on a 2-core CPU an unchanged kernel came out 1.8x
             # "faster" in the second process); the candidate must beat the faster of the two.
-            b3 = rerun_best()
+            b3 = ab_run(best_file)
             t3 = b3.measurement.timing
             if b3.measurement.correct and t3 is not None and t3.median_ms < bt.median_ms:
                 b2, bt = b3, t3
