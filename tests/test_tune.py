@@ -312,9 +312,11 @@ def test_a_win_must_beat_where_the_medians_may_lie_not_the_spread_of_single_call
 
 def test_the_ab_times_best_and_candidate_through_one_plan(tmp_path: Path, store: Store, warm: WarmWorker,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    """Both sides of the A/B verify and time the same way; the every-shape check of a winner comes
-    after. When the candidate's child alone verified every shape first, it was timed in a warmer
-    process, and an unchanged kernel was once "confirmed 1.53x" in the CPU interpreter."""
+    """The screen and both sides of the A/B verify and time the same way, with the candidate on
+    both sides of the best (A/B/A); the winner's every-shape check comes after its timed calls.
+    When the candidate's child alone verified every shape first, it was timed in a warmer process,
+    and an unchanged kernel was once "confirmed 1.53x" in the CPU interpreter. A kept candidate
+    costs three children (it cost five: about ten seconds on an H200)."""
     from profd.flow import judge as J
 
     calls: list[tuple[str, dict]] = []
@@ -330,14 +332,34 @@ def test_the_ab_times_best_and_candidate_through_one_plan(tmp_path: Path, store:
     fast = set_knob(TINY_BLOCK, "BLOCK_SIZE", 1024)
     res = tune(target, store, budget=1, runner=warm, advisors=[ScriptedAdvisor([("fast", fast)])])
     assert res.best_candidate == "fast", [a.verdict.reason for a in res.attempts]
-    plans = [kw for _, kw in calls]
-    # baseline, screen, best re-run, candidate re-run, [best again], the winner's every-shape check
-    b2, c2 = plans[2], plans[3]
-    assert calls[2][0] == calls[0][0] and calls[3][0] == calls[1][0] != calls[0][0]
-    assert b2 == c2, (b2, c2)
-    assert plans[-1].get("time_shapes") == "all" and plans[-1].get("shapes") is None
+    # baseline, the candidate's screen, the best re-timed, the candidate again (checked everywhere after)
+    assert len(calls) == 4, [(p, kw) for p, kw in calls]
+    (orig, _), (cand, screen), (b_path, b2), (c_path, c2) = calls
+    assert b_path == orig and c_path == cand != orig
+    assert screen["timed_outputs"] is False and b2["timed_outputs"] is True and c2["timed_outputs"] is True
+    assert not screen["check_after"] and not b2["check_after"] and c2["check_after"]
+    same = ("rep_ms", "trials", "max_runs", "bench_check", "max_shape_bytes", "shapes")
+    assert [screen.get(k) for k in same] == [b2.get(k) for k in same] == [c2.get(k) for k in same]
+    assert c2["time_shapes"] == "all"
     kept = res.attempts[-1].verdict.measurement
     assert kept is not None and kept.shape_timings and kept.timing is not None
+    assert res.costs[-1].children == 3
+
+
+def test_a_screen_wrong_only_at_the_bench_shape_is_refused_in_the_ab(tmp_path: Path, store: Store,
+                                                                    warm: WarmWorker) -> None:
+    """The screen sends no timed outputs (its timing only decides whether the A/B runs); the A/B's
+    candidate child sends them and checks the bench shape after its timed calls. A fast candidate
+    wrong only at the (undeclared) bench shape passes the screen and is refused there."""
+    target = tmp_path / "add.py"
+    target.write_text(TINY_BLOCK)
+    fast = set_knob(TINY_BLOCK, "BLOCK_SIZE", 1024)
+    broken = fast.replace("    return out\n", "    if x.numel() > 4000:\n        out[0] = 7.0\n    return out\n", 1)
+    assert broken != fast
+    res = tune(target, store, budget=1, runner=warm, advisors=[ScriptedAdvisor([("fast but wrong", broken)])])
+    assert res.best_candidate is None
+    v = res.attempts[-1].verdict
+    assert not v.accepted and v.reason.startswith("incorrect on re-check in a fresh process: wrong"), v.reason
 
 
 def test_the_tuner_knows_the_device_it_measured_on() -> None:

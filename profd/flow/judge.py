@@ -40,7 +40,7 @@ from advisors.contract import contract_violations, reaching_violations
 from profd import secrets
 from profd.harness import channel
 from profd.harness.candidate_caches import private_cache_env
-from profd.harness.runner import kill_group, remove_scratch, scrubbed_env
+from profd.harness.runner import kill_group, reap_group, remove_scratch, scrubbed_env
 from profd.model import Candidate, CandidateVerdict, DeviceInfo, Measurement, Status, Timing, Verdict
 from profd.paths import artifacts_dir, ensure_private_dir, write_private
 
@@ -303,17 +303,32 @@ class Judge:
 
     # ------------------------------------------------------------------ compiling ahead
 
+    @property
+    def ahead(self) -> int:
+        """How many candidates a round should hold so that compiling ahead overlaps the
+        measurements: one measured while the precompiler's slots compile the next; 0 where
+        nothing is compiled ahead."""
+        from profd.harness.precompile import wanted
+
+        if not self._warm_usable() or not self.specs or not hasattr(self.warm, "fork_module"):
+            return 0
+        if not wanted(not self.force_cpu and bool(self.specs.get("target"))):
+            return 0
+        return self._slots() + 1
+
+    @staticmethod
+    def _slots() -> int:
+        return max(1, min(4, (os.cpu_count() or 2) // 4))
+
     def precompile(self, cands: list[Candidate]) -> None:
         """Queue upcoming candidates to be compiled ahead, in forks that cannot reach the GPU.
 
         Only with a warm worker (forks cost milliseconds), where a first call compiles (a GPU),
         after the baseline reported its target and inputs, and only for candidates that pass the
         file's contract (the rest are refused before any of their code runs)."""
-        from profd.harness.precompile import Precompiler, wanted
+        from profd.harness.precompile import Precompiler
 
-        if not self._warm_usable() or not self.specs or not hasattr(self.warm, "fork_module"):
-            return
-        if not wanted(not self.force_cpu and bool(self.specs.get("target"))):
+        if not self.ahead:
             return
         files = []
         for cand in cands:
@@ -325,7 +340,7 @@ class Judge:
             files.append(candidate_file(self.path, cand.id, cand.source))
         if self.pre is None:
             self.pre = Precompiler(self.warm, self._precompile_request, self._child_env,
-                                   slots=max(1, min(4, (os.cpu_count() or 2) // 4)))
+                                   slots=self._slots())
         self.pre.queue(files)
 
     def contract_problems(self, source: str) -> list[str]:
@@ -351,13 +366,16 @@ class Judge:
 
     def run(self, source_path: Path, rep_ms: float = FULL_REP_MS, time_shapes: str = "bench",
             trials: int = TRIALS, max_runs: int = FULL_MAX_RUNS, shapes: Optional[int] = None,
-            bench_check: bool = True, max_shape_bytes: Optional[int] = None) -> JudgedRun:
+            bench_check: bool = True, max_shape_bytes: Optional[int] = None, timed_outputs: bool = True,
+            check_after: bool = False) -> JudgedRun:
         """Run ``source_path``'s kernel in a confined child on fresh inputs and check everything it claims.
 
         ``trials`` calls per declared shape, on the ``shapes`` smallest (all when None) -- of them,
         with ``max_shape_bytes``, only those whose inputs fit (the smallest always) -- and with
-        ``bench_check`` one on the bench shape unless it is declared (its timed calls' outputs are
-        checked either way)."""
+        ``bench_check`` one on the bench shape unless it is declared. The timed calls' outputs
+        are checked too, unless ``timed_outputs`` is false (a screen, whose timing only decides
+        whether the candidate goes on to the A/B, where they are). ``check_after``: after the
+        timed calls, one more check of every declared shape and the bench shape (a winner's)."""
         meta = self.ref.meta(self.timeout_s)
         order = meta.get("order") or list(range(int(meta["shapes"])))
         picked = order[:shapes]
@@ -368,7 +386,10 @@ class Judge:
         if not meta.get("bench_in_shapes") and bench_check:
             plan.append("bench")
         verify = [{"shape": s, "seed": _random.randbelow(2**31)} for s in plan]
+        after: list[Any] = (order + ([] if meta.get("bench_in_shapes") else ["bench"])) if check_after else []
+        verify_after = [{"shape": s, "seed": _random.randbelow(2**31)} for s in after for _ in range(CONFIRM_TRIALS)]
         req = {"original": str(self.path), "candidate": str(Path(source_path).resolve()), "verify": verify,
+               "verify_after": verify_after, "timed_outputs": timed_outputs,
                # P pool seeds for the timed calls, then one for the warm-up's own inputs.
                "bench_seeds": [_random.randbelow(2**31) for _ in range(self._pool(meta) + 1)],
                "force_cpu": self.force_cpu,
@@ -385,7 +406,7 @@ class Judge:
         # Two outputs per verification call (NaN and sentinel poison), each at most a few times the
         # inputs' size, plus the timed calls' 64 MiB: more than that is a flood, whatever the kernel.
         per_call = 4 * int(meta.get("max_input_bytes") or 0) + (1 << 20)
-        self.cap_now = max(self.output_cap, (2 * len(verify) + 2) * per_call + (64 << 20))
+        self.cap_now = max(self.output_cap, (2 * (len(verify) + len(verify_after)) + 2) * per_call + (64 << 20))
         t0 = time.perf_counter()
         claims = self._launch(req)
         t1 = time.perf_counter()
@@ -454,11 +475,9 @@ class Judge:
                     kill_group(proc)
                     proc.wait()
                     break
-        # The group may have left helpers holding the pipe: kill the group, then stop reading.
-        try:
-            os.killpg(proc.pid, 9)
-        except (ProcessLookupError, PermissionError):
-            pass
+        # The group may have left helpers holding the pipe: kill the group (and see it gone: no
+        # candidate process outlives its verdict), then stop reading.
+        reap_group(proc.pid)
         reader.join(timeout=10)
         err.close()
         stderr = (scratch / "stderr.log").read_text(errors="replace")[-4000:]
@@ -492,10 +511,7 @@ class Judge:
                 break
             time.sleep(0.005)
         # The fork's whole session goes, helpers included (they may hold the FIFO open).
-        try:
-            os.killpg(pid, 9)
-        except (ProcessLookupError, PermissionError):
-            pass
+        reap_group(pid)
         self.warm.current_pid = None
         deadline = time.time() + 10
         while not exit_file.exists() and time.time() < deadline and self.warm.alive():
@@ -566,14 +582,23 @@ class Judge:
         outs = got.outputs
         verify_calls = [x for x in calls if isinstance(x, dict) and x.get("kind") == "verify"]
         timed = [x for x in calls if isinstance(x, dict) and x.get("kind") == "timed"]
-        if len(verify_calls) != len(req["verify"]) or len(timed) != 1:
+        asked = req["verify"] + req.get("verify_after", [])
+        if len(verify_calls) != len(asked) or len(timed) != 1:
             return self._fail(source, Status.KERNEL_ERROR, f"the candidate's process reported {len(verify_calls)} of "
-                              f"{len(req['verify'])} verification calls: calls were skipped or invented",
+                              f"{len(asked)} verification calls: calls were skipped or invented",
                               "forged report", c, rep)
+        # The outputs arrive in the order of the calls: the checks before the timed calls, the
+        # timed calls' kept outputs, then the checks after them.
+        n_after = 2 * len(req.get("verify_after", []))
+        timed_outs = outs[2 * len(req["verify"]):len(outs) - n_after]
         for i, call in enumerate(req["verify"]):
             groups.append({"label": f"check {i + 1}", "shape": call["shape"], "seed": call["seed"],
                            "outputs": [str(p) for p in outs[k:k + 2]]})
             k += 2
+        for i, call in enumerate(req.get("verify_after", [])):
+            j = len(outs) - n_after + 2 * i
+            groups.append({"label": f"check {len(req['verify']) + i + 1} (after the timed calls)",
+                           "shape": call["shape"], "seed": call["seed"], "outputs": [str(p) for p in outs[j:j + 2]]})
         kept = timed[0].get("kept") or []
         pool = req["bench_seeds"][:-1]
         runs_claimed = timed[0].get("runs")
@@ -582,14 +607,16 @@ class Judge:
             return self._fail(source, Status.KERNEL_ERROR, f"the timed calls did not cycle through profd's {len(pool)} "
                               f"input sets within {2 * len(pool) - 1} calls (reported pool {timed[0].get('pool')!r}, "
                               f"{runs_claimed!r} calls): its claims are not trusted", "forged report", c, rep)
-        if not kept or len(outs) - k != len(kept) or any(not isinstance(i, int) or not 0 <= i < runs_claimed
-                                                         for i in kept):
-            return self._fail(source, Status.KERNEL_ERROR, "the outputs of the timed calls did not come back "
-                              f"({len(outs) - k} blobs for {len(kept)} claimed calls): profd checks them too",
-                              "unchecked timed calls", c, rep)
+        wanted = req.get("timed_outputs", True)
+        if (len(outs) < k + n_after or (wanted and not kept) or (not wanted and kept)
+                or len(timed_outs) != len(kept)
+                or any(not isinstance(i, int) or not 0 <= i < runs_claimed for i in kept)):
+            return self._fail(source, Status.KERNEL_ERROR, "the outputs of the timed calls did not come back as asked "
+                              f"({len(timed_outs)} blobs for {len(kept)} claimed calls; profd "
+                              f"{'checks them too' if wanted else 'asked for none'})", "unchecked timed calls", c, rep)
         for j, i in enumerate(kept):
             groups.append({"label": f"timed call {i + 1}", "shape": "bench",
-                           "seed": pool[i % len(pool)], "outputs": [str(outs[k + j])]})
+                           "seed": pool[i % len(pool)], "outputs": [str(timed_outs[j])]})
         ans = self.ref.check(groups, self.timeout_s)
         if not ans.get("ok"):
             try:
@@ -646,12 +673,19 @@ class Judge:
         # inputs up to SCREEN_SHAPE_BYTES, the smallest always) and in its timed calls. At GPU sizes
         # each verified output costs its transfer and a float64 comparison (Unsloth's SwiGLU: two
         # 235 MB outputs per call at its largest shape, 2.4 s of a 7.5 s baseline).
-        self.base = self.run(self.path, time_shapes="all", trials=1, bench_check=False,
-                             max_shape_bytes=SCREEN_SHAPE_BYTES)
+        self.base = self.run(self.path, **{**self._plan(), "time_shapes": "all"})
         t = self.base.measurement.timing
         self.spin_ns = int(t.spin_ns) if t is not None and t.spin_ns else 0
         self.best = self.base
         return self.base
+
+    @staticmethod
+    def _plan(timed_outputs: bool = True, check_after: bool = False) -> dict[str, Any]:
+        """The one plan of a candidate's screen and of both sides of its A/B: the declared shapes
+        with small inputs checked, smallest first, then the timed calls on the bench shape."""
+        return {"rep_ms": SCREEN_REP_MS, "trials": SCREEN_TRIALS, "max_runs": SCREEN_MAX_RUNS, "bench_check": False,
+                "max_shape_bytes": SCREEN_SHAPE_BYTES, "timed_outputs": timed_outputs, "check_after": check_after,
+                "time_shapes": "all" if check_after else "bench"}
 
     def evaluate(self, cand: Candidate, best: Timing, ctx: TuneContext) -> tuple[CandidateVerdict, str]:
         """(verdict, short cause). Accepts only a confirmed win; ``verdict.confirmed`` says so."""
@@ -677,13 +711,16 @@ class Judge:
             if built is not None and not built.ok:
                 return reject(f"incorrect: compile_error: {built.error_paragraph}", "compile error")
         # A short first timing: most candidates are losers, and one child with a short timing
-        # says so; only a potential winner pays the full A/B re-check below. The screen checks the
-        # declared shapes whose inputs are small, smallest first (a broken rewrite fails there, in
-        # about a second), and the timed calls' outputs: a loser needs no more, and a potential
-        # winner's confirmation child checks every declared shape and the bench shape before anything
-        # is kept. (Liger's softmax, 4096 x 32768 fp32, spent 46 s verifying 5 candidates' screens.)
-        r = self.run(f, rep_ms=SCREEN_REP_MS, trials=SCREEN_TRIALS, max_runs=SCREEN_MAX_RUNS, bench_check=False,
-                     max_shape_bytes=SCREEN_SHAPE_BYTES)
+        # says so; only a potential winner pays for the A/B below. The screen checks the declared
+        # shapes whose inputs are small, smallest first (a broken rewrite fails there, in about a
+        # second); its timed calls' outputs are not sent: its timing only decides whether the A/B
+        # runs, and there they are checked (sending and comparing two 128 MB softmax outputs took
+        # about a second of a loser's two on an H200). A winner's A/B child checks every declared
+        # shape and the bench shape before anything is kept. (Liger's softmax, 4096 x 32768 fp32,
+        # spent 46 s verifying 5 candidates' screens.)
+        if self.pre is not None:
+            self.pre.settle(f)
+        r = self.run(f, **self._plan(timed_outputs=False))
         m = r.measurement
         if not m.correct:
             return reject(f"incorrect: {m.verdict.status.value}: {m.verdict.message}", r.cause, m)
@@ -696,40 +733,36 @@ class Judge:
         speed = best.median_ms / m.timing.median_ms if m.timing.median_ms else None
         noise = noise_pct(best, m.timing)
         if not promising(best, m.timing):
-            return reject(f"correct; {m.timing.median_ms:.4g} ms vs best {best.median_ms:.4g} ms "
+            return reject(f"correct on the checked shapes; {m.timing.median_ms:.4g} ms vs best {best.median_ms:.4g} ms "
                           f"({(speed or 0):.3f}x) is within the {noise:.1f}% noise or slower", "not faster", m, speed)
-        # Confirmation: best and candidate again, each in a fresh process on fresh inputs.
+        # Confirmation, A/B/A with the candidate on both sides: the best in a fresh process, then
+        # the candidate again. A process that runs later can be faster (or slower) for reasons of its
+        # own (on a 2-core CPU an unchanged kernel came out 1.8x "faster" in the second process),
+        # so the candidate must beat the best both before it (the screen) and after it. All three
+        # children follow one plan (the same shapes checked before the same timed calls): when the
+        # candidate's child checked every shape first, it was timed in a warmer process than the
+        # best's, and in Triton's CPU interpreter an unchanged kernel was "confirmed 1.53x in fresh
+        # processes". The winner's every-shape check comes after its timed calls, in the same child
+        # (it had a child of its own: five children per kept candidate, two to three seconds each).
         best_file = self.path if ctx.best_source == self.original else candidate_file(self.path, "best-recheck",
                                                                                        ctx.best_source)
-        # The A/B runs both sides through one plan: the smallest shape checked, then the timed
-        # calls (their outputs checked too). The best was confirmed when it was kept (the original
-        # is the user's); the candidate's every-shape check comes after, only for a winner. When
-        # the candidate's child verified every shape and the bench shape first, it was timed in a
-        # warmer process than the best's: in Triton's CPU interpreter an unchanged kernel was
-        # "confirmed 1.53x in fresh processes".
-        def ab_run(source: Path) -> JudgedRun:
-            return self.run(source, trials=1, shapes=1, bench_check=False)
-
-        b2 = ab_run(best_file)
-        c2 = ab_run(f)
+        b2 = self.run(best_file, **self._plan())
         if not (b2.measurement.correct and b2.measurement.timing):
             return reject(f"the confirmation run of the current best failed: {b2.measurement.verdict.message}",
                           "confirmation failed", m, speed)
+        bt = b2.measurement.timing
+        self.best_seen = bt  # the best re-timed in a fresh process (the tuner screens against the faster)
+        win1, noise1 = beats(bt, m.timing)
+        if not win1:
+            return reject(f"looked {(speed or 0):.3f}x faster but the best, re-timed in a fresh process, was as fast "
+                          f"({m.timing.median_ms:.4g} vs {bt.median_ms:.4g} ms, noise {noise1:.1f}%)", "not confirmed",
+                          m, speed)
+        c2 = self.run(f, **self._plan(check_after=True))
         if not (c2.measurement.correct and c2.measurement.timing):
             return reject(f"incorrect on re-check in a fresh process: {c2.measurement.verdict.status.value}: "
                           f"{c2.measurement.verdict.message}", "re-check: " + c2.cause, m, speed)
-        bt, ct = b2.measurement.timing, c2.measurement.timing
+        ct = c2.measurement.timing
         win2, noise2 = beats(bt, ct)
-        if win2:
-            # The best once more, after the candidate (A/B/A): a process that runs later can be
-            # faster for reasons of its own (on a 2-core CPU an unchanged kernel came out 1.8x
-            # "faster" in the second process); the candidate must beat the faster of the two.
-            b3 = ab_run(best_file)
-            t3 = b3.measurement.timing
-            if b3.measurement.correct and t3 is not None and t3.median_ms < bt.median_ms:
-                b2, bt = b3, t3
-                win2, noise2 = beats(bt, ct)
-        self.best_seen = bt  # the best re-timed in a fresh process (the tuner screens against the faster)
         claimed = bt.median_ms / ct.median_ms if ct.median_ms else float("inf")
         if not win2:
             return reject(f"looked {(speed or 0):.3f}x faster but the A/B re-check did not confirm it "
@@ -747,19 +780,14 @@ class Judge:
                           f"the kernel, profd's own clock should see about {expect:.3g}x over the timing phase but saw "
                           f"{seen:.3g}x ({c2.parent_ms:.4g} vs {b2.parent_ms:.4g} ms per call): the timings were forged",
                           "timing forged", m, speed)
-        # A confirmed winner is kept only when correct on every declared shape and the bench
-        # shape, on fresh inputs, in a process of its own; that child also times every shape
-        # (the report's per-shape table). The headline stays the A/B figure measured beside the best.
-        c3 = self.run(f, time_shapes="all", trials=CONFIRM_TRIALS)
-        if not (c3.measurement.correct and c3.measurement.timing):
-            return reject(f"incorrect on re-check in a fresh process: {c3.measurement.verdict.status.value}: "
-                          f"{c3.measurement.verdict.message}", "re-check: " + c3.cause, m, speed)
-        kept = c3.measurement
+        # Kept only when correct on every declared shape and the bench shape, on fresh inputs (the
+        # checks after c2's timed calls); c2 also timed every shape (the report's per-shape table).
+        kept = c2.measurement
         kept.timing = ct
         v = CandidateVerdict(cand.id, True, secrets.redact(
             f"correct and {(speed or 0):.3f}x faster than the best so far ({m.timing.median_ms:.4g} vs "
             f"{best.median_ms:.4g} ms; noise {noise:.1f}%; confirmed {claimed:.3f}x in fresh processes on fresh "
             f"inputs, {seen:.3f}x on profd's clock)"), kept, speed)
         v.confirmed = True
-        self.best = c3
+        self.best = c2
         return v, "kept"

@@ -153,11 +153,12 @@ def run(req: dict[str, Any], fd: int) -> None:
     input_specs: Optional[dict[str, Any]] = {} if req.get("want_specs") else None
     if input_specs is not None:
         report["precompile_specs"] = {"target": current_target() if on_gpu else None, "inputs": input_specs}
-    try:
-        # Verification calls: NaN poison, then a second run with a finite poison (unwritten elements).
-        for k, call in enumerate(req["verify"]):
-            from profd.harness.reference import shape_of
+    def verify(calls: list[dict[str, Any]], first: int) -> bool:
+        """Verification calls: NaN poison, then a second run with a finite poison (unwritten
+        elements). False when the kernel broke a rule (the report says which)."""
+        from profd.harness.reference import shape_of
 
+        for k, call in enumerate(calls, start=first):
             inputs = seed_inputs(shape_of(original, call["shape"]), call["seed"])
             if input_specs is not None:
                 input_specs.setdefault(str(call["shape"]), specs_of(inputs))
@@ -173,7 +174,7 @@ def run(req: dict[str, Any], fd: int) -> None:
                 report["error"] = {"status": Status.MUTATED_INPUT.value,
                                    "message": f"kernel(...) modified input {mutated[0]}; a kernel must not write to "
                                               "its inputs: allocate the output instead"}
-                break
+                return False
             with V.Poison(V.SENTINEL):
                 second = V.as_list(kernel(*[v.clone() if isinstance(v, torch.Tensor) else v for v in snapshot]))
             sync()
@@ -182,11 +183,19 @@ def run(req: dict[str, Any], fd: int) -> None:
             report["calls"].append({"kind": "verify", "index": k, "launches": launches, "outputs": 2})
             if k == 0:
                 lap("first_call")  # the compile, mostly
-        else:
+        return True
+
+    try:
+        if verify(req["verify"], 0):
             lap("verify")
             _time_bench(req, fd, report, kernel, seed_inputs, original, on_gpu, sync, counter, cap, torch, T)
             lap("timing")
-            if req.get("time_shapes") == "all":
+            # Checks after the timed calls (a winner's every-shape check): run here, the timing
+            # above ran in a process exactly as warm as the other side's of the A/B.
+            after = req.get("verify_after") or []
+            if verify(after, len(req["verify"])) and after:
+                lap("verify_after")
+            if "error" not in report and req.get("time_shapes") == "all":
                 report["shape_timings"] = _time_shapes(req, kernel, seed_inputs, original, on_gpu, T)
                 lap("shapes")
     except BaseException as e:
@@ -267,7 +276,11 @@ def _time_bench(req: dict[str, Any], fd: int, report: dict[str, Any], kernel: An
             if isinstance(w, torch.Tensor):
                 w.copy_(s)
 
+    send_outputs = bool(req.get("timed_outputs", True))
+
     def after(i: int, res: Any) -> None:
+        if not send_outputs:
+            return  # a screen: its timed outputs are checked when it goes on to the A/B
         out = V_as_list(res)
         n = tensor_bytes(out)
         # Every timed call's outputs go back while they fit; past the cap, a random sample.
