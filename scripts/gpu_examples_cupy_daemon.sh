@@ -11,7 +11,7 @@ timeout ${TVG_S:-300} python3 bench/tune_vs_grid.py --corpus .rw --examples exam
   --max-seconds $(( ${TVG_S:-300} - 60 )) --jobs 14 --tune-timeout ${TUNE_TO:-100} --rep-ms 50 > $O/tvg.log 2>&1
 grep -v '^|' $O/tvg.log | grep -E "^==|tuned/grid" ; tail -9 $O/tvg.log
 timeout ${CUDA_S:-170} python3 bench/cuda_gpu.py --targets examples/kernels/cupy_saxpy.py --out $O --budget 8 \
-  --watch 1 > $O/cuda.log 2>&1
+  --watch ${CUDA_WATCH:-1} > $O/cuda.log 2>&1
 tail -12 $O/cuda.log | cut -c1-400
 timeout ${THR_S:-110} python3 bench/throughput.py --paths daemon --examples vector_add,softmax --budget 12 \
   --out $O > $O/thr.log 2>&1

@@ -124,3 +124,48 @@ def test_a_session_that_compiles_ahead_keeps_its_verdicts(tmp_path: Path, store:
     assert res.precompile.get("queued", 0) >= 1, res.precompile
     assert res.precompile["finished"] >= 1
     assert res.to_dict()["precompile"] == res.precompile
+
+
+def test_a_new_round_supersedes_the_last_and_a_running_compile_is_waited_for(tmp_path: Path) -> None:
+    """The precompiler's order: after a kept candidate the tuner proposes a new round, and the
+    old round's candidates not started yet must not compile before it; a candidate whose compile
+    is under way is waited for before its own child starts (else both compile the same kernels);
+    one not started yet is dropped (its child compiles)."""
+    import threading
+    import time
+
+    from profd.harness.precompile import Precompiler
+
+    release = threading.Event()
+    started: list[str] = []
+
+    def request_for(f: Path) -> None:
+        started.append(f.name)
+        if f.name == "a.py":
+            release.wait(10)
+        return None  # "no baseline specs": nothing to fork
+
+    class NoFork:
+        pass
+
+    pre = Precompiler(NoFork(), request_for, lambda f: {}, slots=1)
+    a, b, c, d, e = (tmp_path / f"{n}.py" for n in "abcde")
+    pre.queue([a, b, c])
+    for _ in range(200):
+        if started:
+            break
+        time.sleep(0.01)
+    pre.queue([d, e])  # b and c never started: dropped
+    assert b not in pre.jobs and c not in pre.jobs and a in pre.jobs
+    pre.settle(e)  # queued behind a and d: dropped, returns at once
+    assert pre.jobs[e].cancelled()
+    threading.Timer(0.3, release.set).start()
+    t0 = time.perf_counter()
+    pre.settle(a)  # under way: waited for
+    assert time.perf_counter() - t0 >= 0.2 and pre.jobs[a].done()
+    for _ in range(300):  # d, the new round's first, compiles next
+        if pre.jobs[d].done():
+            break
+        time.sleep(0.01)
+    assert started == ["a.py", "d.py"], started
+    pre.close()

@@ -348,6 +348,8 @@ def tune(path: Path, store: Store, *, budget: int = 24, time_budget_s: Optional[
     result = TuneResult(target=str(path), session_id=session, baseline=m0, best_source=original,
                         best_candidate=None, baseline_ms=baseline_ms, best_ms=baseline_ms, evaluated=0)
     result.startup["profile_s"] = round(t_profiled - t0, 3)
+    # Of which the measuring child (the rest: the warm worker's start, NVML, the report).
+    result.startup["profile_child_s"] = round(float(m0.wall_s or 0.0), 3)
     if device_spec is None:
         device_spec = measured_spec(m0)
 
@@ -489,7 +491,9 @@ def _rounds(path: Path, store: Store, result: TuneResult, advisors: list[Advisor
         ctx.budget_left = budget - result.evaluated
         proposals: list[Candidate] = []
         for adv in advisors:
-            want = min(max(batch, builds.width), budget - result.evaluated - len(proposals))
+            # Wide enough for the builds (CUDA) or the compiles ahead (Triton on a GPU) to overlap
+            # the measurements.
+            want = min(max(batch, builds.width, getattr(judge, "ahead", 0)), budget - result.evaluated - len(proposals))
             if want <= 0:
                 break
             try:

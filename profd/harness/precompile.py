@@ -227,8 +227,14 @@ class Precompiler:
         self.closed = False
 
     def queue(self, files: list[Path]) -> None:
-        """Candidates the judge will measure soon, in order (each compiled once)."""
+        """Candidates the judge will measure soon, in order (each compiled once). A new round
+        supersedes the last: its candidates not started yet are dropped (after a kept candidate
+        the tuner proposes from the new best, and the old round's would compile first)."""
         with self.lock:
+            wanted = {Path(f) for f in files}
+            for f, job in list(self.jobs.items()):
+                if f not in wanted and job.cancel():
+                    del self.jobs[f]
             for f in files:
                 f = Path(f)
                 if f not in self.jobs and not self.closed:
@@ -265,6 +271,19 @@ class Precompiler:
             from profd.harness.runner import remove_scratch
 
             remove_scratch(scratch)
+
+    def settle(self, f: Path, timeout_s: float = 60.0) -> None:
+        """Before ``f``'s own child starts: a compile of ``f`` under way is waited for (the child
+        would otherwise compile the same kernels beside it and find nothing in its cache: with
+        rounds of two, every other candidate's first call compiled on an H200); one not started
+        yet is dropped, and the child compiles as it would without this."""
+        job = self.jobs.get(Path(f))
+        if job is None or job.cancel():
+            return
+        try:
+            job.result(timeout=timeout_s)
+        except Exception:  # a compile that failed or hangs: the child meets the same and reports it
+            pass
 
     def outcome(self, f: Path) -> Optional[dict[str, Any]]:
         """What compiling ``f`` ahead did, if it has finished (None: not queued or still running)."""
