@@ -29,13 +29,15 @@ _HEAD = struct.Struct(">cQ")
 MAX_JSON = 4 << 20
 
 
-def send(fd: int, kind: bytes, payload: bytes) -> None:
-    """Write one frame (blocking until the parent has read enough of it)."""
-    data = _HEAD.pack(kind, len(payload)) + payload
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
+def send(fd: int, kind: bytes, payload: Any) -> None:
+    """Write one frame (blocking until the parent has read enough of it). ``payload``: bytes or
+    any buffer (a ``BytesIO.getbuffer()``): it is written as it is, not copied behind the header
+    (a 256 MB output copied twice on its way out cost ~0.1 s per blob)."""
+    view = memoryview(payload).cast("B")
+    for part in (memoryview(_HEAD.pack(kind, view.nbytes)), view):
+        while part:
+            n = os.write(fd, part)
+            part = part[n:]
 
 
 def send_json(fd: int, kind: bytes, obj: Any) -> None:
@@ -85,6 +87,20 @@ class Received:
     nbytes: int = 0
 
 
+#: The pipe's buffer, asked of the kernel once the read end is open (Linux' default is 64 KiB:
+#: a 256 MB output crossed it in 4096 round trips between the two processes).
+PIPE_BYTES = 1 << 20
+
+
+def widen(fd: int) -> None:
+    """Ask for a larger pipe buffer (Linux ``F_SETPIPE_SZ``); silently kept as is elsewhere or when
+    refused (``/proc/sys/fs/pipe-max-size``)."""
+    try:
+        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_BYTES)
+    except OSError:
+        pass
+
+
 class Reader(threading.Thread):
     """Reads frames from the pipe's read end into ``dest`` (a parent-only directory)."""
 
@@ -112,6 +128,7 @@ class Reader(threading.Thread):
             pass
 
     def run(self) -> None:
+        widen(self.fd)
         # Blobs go to disk from a second thread: a 256 MB write here kept the next frame (the
         # timing phase's start marker) unread for tens of ms, and profd's clock bracket shrank
         # below the timings it was checking (the original refused as forged, H200).
