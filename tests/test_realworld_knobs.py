@@ -111,6 +111,36 @@ def test_the_search_reaches_swiglus_grid_best_and_never_moves_a_buffer_bound(cor
     assert any(p.get("BLOCK_SIZE") == 512 and p.get("num_warps") in (1, 2) for p in seen), seen
 
 
+def test_the_search_reshapes_flaggems_tiles_to_its_grid_best(corpus_files) -> None:
+    """FlagGems' log-softmax tiles [BLOCK_M, BLOCK_N] = [8, 256]; the H200 grid's best is [1, 4096]
+    with 8 warps (1.47x). The search kept BLOCK_M 16 (1.04x) and never went there: single steps
+    change the tile's area, and the pattern search stays within three steps. With the area-keeping
+    reshapes it is proposed within the 24-candidate budget, the kept step included."""
+    from advisors.base import Attempt
+    from profd.model import CandidateVerdict
+
+    path = corpus_files[1]["flaggems_log_softmax"]
+    source = path.read_text()
+    ctx = TuneContext(path=str(path), original_source=source, best_source=source, best_median_ms=1.0)
+    adv = DeterministicAdvisor()
+    seen: list[dict] = []
+    while len(seen) < 24:
+        ctx.knobs = discover(ctx.best_source, str(path))
+        props = adv.propose(ctx, 5)
+        if not props:
+            break
+        for c in props:
+            seen.append(dict(c.params))
+            won = c.params == {"BLOCK_M": 16} and ctx.best_source == source  # as on the H200
+            ctx.history.append(Attempt(c, CandidateVerdict(c.id, won, "kept" if won else "not faster", None, 0.99)))
+            if won:
+                ctx.best_source = c.source
+                break
+    assert {"BLOCK_M": 16} in seen
+    after = seen[seen.index({"BLOCK_M": 16}) + 1:]
+    assert {"BLOCK_M": 1, "BLOCK_N": 4096} in after, seen
+
+
 def test_a_launchers_block_variable_belongs_to_the_launch_that_reads_it(corpus_files) -> None:
     """Liger's rms_norm launcher starts one of two kernels; only the second's grid reads
     ``BLOCK_ROW``, which reaches that kernel through ``kernel_args["BLOCK_ROW"]`` and ``**kernel_args``.

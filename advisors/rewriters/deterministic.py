@@ -444,6 +444,7 @@ class DeterministicAdvisor:
                     yield c
         # Joint moves: a block size with the warps that would fill it (work per thread constant).
         blocks = [k for k, _ in order if _POW2.search(k.param or k.name) and k.kind not in ("num_warps",)]
+        yield from self._reshapes(ctx, src, knobs, r, blocks, tiled_dot, bk, stages, warps)
         if r.warps is not None:
             for b, wf in itertools.product(blocks[:2], (2, 0.5)):
                 bv, wv = _cur(b), _cur(r.warps)
@@ -456,6 +457,37 @@ class DeterministicAdvisor:
                                    f"{b.name} and num_warps together x{wf:g}: keep work per thread constant")
                     if c:
                         yield c
+
+    def _reshapes(self, ctx: TuneContext, src: str, knobs: Knobs, r: _Roles, blocks: list[Knob], tiled_dot: bool,
+                  bk: int, stages: int, warps: int) -> Iterable[Candidate]:
+        """A 2-D tile's two sides traded against each other, its area (registers, work per
+        program) kept: FlagGems' log-softmax tiles [BLOCK_M, BLOCK_N] = [8, 256]; the best of its
+        grid is [1, 4096] (1.47x on an H200), which no single step reaches (a longer row alone
+        doubles the registers and was slower) and a ±3-step pattern search around the best is
+        eight steps from. Nearest reshapes first; the second side (the contiguous one in the
+        usual ``offs_m[:, None] * stride + offs_n[None, :]``) may grow all the way, the first
+        by at most 4x."""
+        sides = [k for k in blocks if not (k.param or k.name).upper().startswith("GROUP") and _int(_cur(k))][:2]
+        if len(sides) < 2 or sides[0].kernel != sides[1].kernel:
+            return
+        a, b = sides
+        av, bv = int(_cur(a)), int(_cur(b))
+        lo, hi = (16, _MAX_TILE) if tiled_dot else (1, _MAX_BLOCK_1D)
+        for shift in (1, 2, 3, 4, 5, 6):
+            for na, nb in ((av >> shift, bv << shift),) + (((av << shift, bv >> shift),) if shift <= 2 else ()):
+                exact = (na << shift == av) if na < av else (nb << shift == bv)
+                if not (exact and lo <= na <= hi and lo <= nb <= hi):
+                    continue  # a side that would leave its range, or a size not divisible
+                if tiled_dot:
+                    bm = na if a is r.bm else (nb if b is r.bm else _cur(r.bm) or 64)
+                    bn = na if a is r.bn else (nb if b is r.bn else _cur(r.bn) or 64)
+                    if not self._fits(ctx, bm, bn, bk, stages, warps):
+                        continue
+                c = self._make(src, knobs, [(a, na), (b, nb)],
+                               f"reshape the {a.name} x {b.name} tile {av}x{bv} -> {na}x{nb}: the same area (registers "
+                               "and work per program), another aspect")
+                if c:
+                    yield c
 
     def _axes(self, knobs: Knobs, r: _Roles, tiled_dot: bool, cls: str) -> list[tuple[Knob, list[int], str]]:
         """(knob, values, scale) for each searched axis of the kernel being tuned; scale is "log2"
