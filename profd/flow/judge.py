@@ -366,7 +366,7 @@ class Judge:
 
     def run(self, source_path: Path, rep_ms: float = FULL_REP_MS, time_shapes: str = "bench",
             trials: int = TRIALS, max_runs: int = FULL_MAX_RUNS, shapes: Optional[int] = None,
-            bench_check: bool = True, max_shape_bytes: Optional[int] = None, timed_outputs: bool = True,
+            bench_check: bool = True, max_shape_bytes: Optional[int] = None, timed_outputs: Any = True,
             check_after: bool = False) -> JudgedRun:
         """Run ``source_path``'s kernel in a confined child on fresh inputs and check everything it claims.
 
@@ -374,7 +374,9 @@ class Judge:
         with ``max_shape_bytes``, only those whose inputs fit (the smallest always) -- and with
         ``bench_check`` one on the bench shape unless it is declared. The timed calls' outputs
         are checked too, unless ``timed_outputs`` is false (a screen, whose timing only decides
-        whether the candidate goes on to the A/B, where they are). ``check_after``: after the
+        whether the candidate goes on to the A/B, where they are) or "hold" (kept in the child as
+        the candidate's are, not sent: the best's side of the A/B, confirmed when it was kept).
+        ``check_after``: after the
         timed calls, one more check of every declared shape and the bench shape (a winner's)."""
         meta = self.ref.meta(self.timeout_s)
         order = meta.get("order") or list(range(int(meta["shapes"])))
@@ -607,7 +609,7 @@ class Judge:
             return self._fail(source, Status.KERNEL_ERROR, f"the timed calls did not cycle through profd's {len(pool)} "
                               f"input sets within {2 * len(pool) - 1} calls (reported pool {timed[0].get('pool')!r}, "
                               f"{runs_claimed!r} calls): its claims are not trusted", "forged report", c, rep)
-        wanted = req.get("timed_outputs", True)
+        wanted = req.get("timed_outputs", True) is True
         if (len(outs) < k + n_after or (wanted and not kept) or (not wanted and kept)
                 or len(timed_outs) != len(kept)
                 or any(not isinstance(i, int) or not 0 <= i < runs_claimed for i in kept)):
@@ -680,7 +682,7 @@ class Judge:
         return self.base
 
     @staticmethod
-    def _plan(timed_outputs: bool = True, check_after: bool = False) -> dict[str, Any]:
+    def _plan(timed_outputs: Any = True, check_after: bool = False) -> dict[str, Any]:
         """The one plan of a candidate's screen and of both sides of its A/B: the declared shapes
         with small inputs checked, smallest first, then the timed calls on the bench shape."""
         return {"rep_ms": SCREEN_REP_MS, "trials": SCREEN_TRIALS, "max_runs": SCREEN_MAX_RUNS, "bench_check": False,
@@ -693,6 +695,7 @@ class Judge:
                    ) -> tuple[CandidateVerdict, str]:
             return CandidateVerdict(cand.id, False, secrets.redact(reason), m, speed), cause
 
+        t_in = time.perf_counter()
         try:
             problems = self.contract_problems(cand.source)
         except SyntaxError as e:
@@ -720,6 +723,8 @@ class Judge:
         # spent 46 s verifying 5 candidates' screens.)
         if self.pre is not None:
             self.pre.settle(f)
+        # The parent's own time before the first child (the contract check, the file, a CUDA build).
+        self.phases_last["before_children"] = round(time.perf_counter() - t_in, 4)
         r = self.run(f, **self._plan(timed_outputs=False))
         m = r.measurement
         if not m.correct:
@@ -746,7 +751,7 @@ class Judge:
         # (it had a child of its own: five children per kept candidate, two to three seconds each).
         best_file = self.path if ctx.best_source == self.original else candidate_file(self.path, "best-recheck",
                                                                                        ctx.best_source)
-        b2 = self.run(best_file, **self._plan())
+        b2 = self.run(best_file, **self._plan(timed_outputs="hold"))
         if not (b2.measurement.correct and b2.measurement.timing):
             return reject(f"the confirmation run of the current best failed: {b2.measurement.verdict.message}",
                           "confirmation failed", m, speed)

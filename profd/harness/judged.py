@@ -280,11 +280,14 @@ def _time_bench(req: dict[str, Any], fd: int, report: dict[str, Any], kernel: An
             if isinstance(w, torch.Tensor):
                 w.copy_(s)
 
-    send_outputs = bool(req.get("timed_outputs", True))
+    # True: kept and sent; "hold": kept and not sent (the best's side of an A/B: its calls cost on
+    # profd's clock what the candidate's do); False: a screen, checked when it goes on to the A/B.
+    mode = req.get("timed_outputs", True)
+    send_outputs = mode is True
 
     def after(i: int, res: Any) -> None:
-        if not send_outputs:
-            return  # a screen: its timed outputs are checked when it goes on to the A/B
+        if mode is not True and mode != "hold":
+            return
         out = V_as_list(res)
         n = tensor_bytes(out)
         # Every timed call's outputs go back while they fit; past the cap, a random sample.
@@ -327,8 +330,11 @@ def _time_bench(req: dict[str, Any], fd: int, report: dict[str, Any], kernel: An
         start()
         t = T.time_cpu(fn, flops=flops, nbytes=nbytes, before=before, after=after, runs=min(5, most))
         end()
-    for out in held:
-        channel.send(fd, b"O", _blob(out))
+    if send_outputs:
+        for out in held:
+            channel.send(fd, b"O", _blob(out))
+    else:
+        kept.clear()
     held.clear()
     t.shape = shape
     report["timing"] = t.to_dict()

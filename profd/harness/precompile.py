@@ -272,18 +272,14 @@ class Precompiler:
 
             remove_scratch(scratch)
 
-    def settle(self, f: Path, timeout_s: float = 60.0) -> None:
-        """Before ``f``'s own child starts: a compile of ``f`` under way is waited for (the child
-        would otherwise compile the same kernels beside it and find nothing in its cache: with
-        rounds of two, every other candidate's first call compiled on an H200); one not started
-        yet is dropped, and the child compiles as it would without this."""
+    def settle(self, f: Path) -> None:
+        """Before ``f``'s own child starts: a compile of ``f`` not started yet is dropped (the child
+        compiles what it needs, and the slot goes to the next candidate). One under way is not
+        waited for: it compiles every declared shape, where the child's first call needs one, and
+        on an H200 waiting for those cost a softmax tune 17 s over four candidates."""
         job = self.jobs.get(Path(f))
-        if job is None or job.cancel():
-            return
-        try:
-            job.result(timeout=timeout_s)
-        except Exception:  # a compile that failed or hangs: the child meets the same and reports it
-            pass
+        if job is not None:
+            job.cancel()
 
     def outcome(self, f: Path) -> Optional[dict[str, Any]]:
         """What compiling ``f`` ahead did, if it has finished (None: not queued or still running)."""
