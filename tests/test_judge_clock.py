@@ -1,0 +1,63 @@
+"""The judge's clock check (profd/flow/judge.py, ``clock_check``): claimed medians must fit what
+profd's own clock saw over the two timing phases, with a slack that is the calls' spread or how
+much the best's own processes varied on that clock, capped. Figures from an H200 (2026-12-03)."""
+
+from __future__ import annotations
+
+from profd.flow.judge import PARENT_NOISE_CAP_PCT, clock_check
+from profd.model import Timing
+
+
+def _t(median: float, spread_pct: float = 1.0) -> Timing:
+    half = median * spread_pct / 200.0
+    return Timing(median_ms=median, min_ms=median * 0.98, max_ms=median * 1.05, p25_ms=median - half,
+                  p75_ms=median + half, stdev_ms=half, runs=50, method="cuda-events+device-sync",
+                  representative=True)
+
+
+def test_a_genuine_small_win_lost_in_the_clocks_noise_passes_once_that_noise_is_measured() -> None:
+    # layernorm 8 warps: 0.0742 -> 0.0680 ms claimed (1.09x), 0.37 ms per call outside the kernel;
+    # profd's clock saw the candidate 4% slower, within how much the best's processes varied.
+    bt, ct = _t(0.0742), _t(0.0680)
+    best_parent = 0.37 + 0.0742
+    cand_parent = best_parent * 1.04
+    refused = clock_check(best_parent, cand_parent, bt, ct)
+    assert not refused.ok and 1.0 < refused.expect < 1.02
+    kept = clock_check(best_parent, cand_parent, bt, ct, parent_noise_pct=6.0)
+    assert kept.ok and kept.noise_pct == 6.0
+
+
+def test_a_forged_claim_is_refused_whatever_the_noise() -> None:
+    # A candidate whose timer runs slow claims 1e15x; on profd's clock it takes as long as the best.
+    bt, ct = _t(0.1), _t(1e-16)
+    for noise in (0.0, 5.0, 50.0, 1e9):
+        c = clock_check(0.4, 0.4, bt, ct, parent_noise_pct=noise)
+        assert not c.ok and c.noise_pct <= PARENT_NOISE_CAP_PCT, (noise, c)
+
+
+def test_a_claim_that_shows_on_the_clock_passes_without_slack() -> None:
+    bt, ct = _t(0.159), _t(0.102)  # the softmax preset, 1.56x, seen 1.19x
+    c = clock_check(0.30 + 0.159, (0.30 + 0.159) / 1.19, bt, ct)
+    assert c.ok and c.seen > c.need
+
+
+def test_the_judge_measures_the_bests_clock_noise_from_its_own_runs(tmp_path) -> None:
+    from profd.flow.judge import Judge, JudgedRun
+    from profd.model import Measurement, Status, Verdict
+
+    f = tmp_path / "k.py"
+    f.write_text("x = 1\n")
+    j = Judge.__new__(Judge)
+    j.parent_runs = {}
+
+    def run(ms: float, ok: bool = True) -> JudgedRun:
+        m = Measurement(target=str(f), content_hash="", verdict=Verdict(Status.CORRECT if ok else Status.WRONG))
+        return JudgedRun(m, parent_ms=ms)
+
+    assert j._parent_noise("src") == 0.0
+    j._note_parent("src", run(0.40))
+    assert j._parent_noise("src") == 0.0  # one process says nothing about the spread
+    j._note_parent("src", run(0.42))
+    j._note_parent("src", run(9.0, ok=False))  # a failed run is not a sample
+    assert abs(j._parent_noise("src") - 5.0) < 1e-9
+    assert j._parent_noise("other") == 0.0
