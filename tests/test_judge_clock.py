@@ -61,3 +61,48 @@ def test_the_judge_measures_the_bests_clock_noise_from_its_own_runs(tmp_path) ->
     j._note_parent("src", run(9.0, ok=False))  # a failed run is not a sample
     assert abs(j._parent_noise("src") - 5.0) < 1e-9
     assert j._parent_noise("other") == 0.0
+
+
+def test_one_slow_process_of_the_best_does_not_let_a_candidate_through(tmp_path, monkeypatch) -> None:
+    """The A/B/A times the best once: the candidate must beat the faster of the best's two figures
+    (the one it was screened against, and this re-run). In .ci/run an unchanged kernel was kept
+    "1.65x faster" when the best's one re-run landed in a slow process (2-core CPU interpreter)."""
+    from advisors.base import TuneContext
+    from profd.flow import judge as J
+    from profd.model import Candidate, Measurement, Status, Verdict
+
+    monkeypatch.setenv("PROFD_STATE_DIR", str(tmp_path / "state"))
+    f = tmp_path / "k.py"
+    f.write_text("def kernel(x):\n    return x\n\n\ndef reference(x):\n    return x\n\n\ndef get_inputs():\n"
+                 "    return [1]\n")
+    gpu = lambda ms: Timing(median_ms=ms, min_ms=ms * 0.99, max_ms=ms * 1.02, p25_ms=ms * 0.995,  # noqa: E731
+                            p75_ms=ms * 1.005, stdev_ms=ms * 0.005, runs=50, method="cuda-events+device-sync",
+                            representative=True)
+    # screen 0.90 ms, the best re-run in a slow process 1.50 ms, the candidate again 0.91 ms; the
+    # best's figure from before: 1.00 ms. Against the slow re-run alone it is "1.65x"; against
+    # the faster figure, 1.10x: a win, so it is kept at 1.10x, not 1.65x.
+    script = iter([0.90, 1.50, 0.91])
+
+    def fake_run(self, source_path, **kw):  # type: ignore[no-untyped-def]
+        ms = next(script)
+        m = Measurement(target=str(source_path), content_hash="", verdict=Verdict(Status.CORRECT), timing=gpu(ms))
+        return J.JudgedRun(m, launches=1, parent_ms=ms + 0.3)
+
+    monkeypatch.setattr(J.Judge, "run", fake_run)
+    j = J.Judge(f)
+    try:
+        ctx = TuneContext(path=str(f), original_source=f.read_text(), best_source=f.read_text(), best_median_ms=1.0)
+        cand = Candidate(id="c", source=f.read_text() + "\n# same\n", advisor="t", rationale="same")
+        v, cause = j.evaluate(cand, gpu(1.0), ctx)
+    finally:
+        j.close()
+    assert v.accepted and "confirmed 1.099x" in v.reason, v.reason
+    # and when the faster figure is within the noise, nothing is kept
+    script = iter([0.90, 1.50, 0.995])
+    monkeypatch.setattr(J.Judge, "run", fake_run)
+    j = J.Judge(f)
+    try:
+        v, cause = j.evaluate(cand, gpu(1.0), ctx)
+    finally:
+        j.close()
+    assert not v.accepted and cause == "not confirmed", (cause, v.reason)
