@@ -14,9 +14,11 @@ the bracket and work on a side stream cannot run before it opens.
 
 from __future__ import annotations
 
+import gc
 import statistics
 import time
-from typing import Any, Callable, Optional
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Optional
 
 import torch
 
@@ -157,67 +159,62 @@ def _bracketed(fn: Callable[[], Any], runs: int, stream: Any, flush: Any, before
     synced = [torch.cuda.Event(enable_timing=True) for _ in range(runs)]
     empty_start = [torch.cuda.Event(enable_timing=True) for _ in range(runs)]
     empty_end = [torch.cuda.Event(enable_timing=True) for _ in range(runs)]
+    from profd.harness import gpu_spin
+
     sleep = getattr(torch.cuda, "_sleep", None) if mode == "sleep" else None
     if mode == "sleep" and sleep is None:
         mode = "idle"
     handle = stream.cuda_stream
     torch.cuda.synchronize()
-    # No collection pauses inside the loop (as timeit does): the judge's clock sums these calls.
-    import gc
-
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
-        return _loop(fn, runs, stream, handle, flush, before, after, mode, spin_ns, on_start, on_end,
-                     starts, ends, synced, empty_start, empty_end, sleep)
-    finally:
-        if collecting:
-            gc.enable()
-
-
-def _loop(fn: Callable[[], Any], runs: int, stream: Any, handle: Any, flush: Any,
-          before: Optional[Callable[[int], None]], after: Optional[Callable[[int, Any], None]], mode: str,
-          spin_ns: int, on_start: Optional[Callable[[], None]], on_end: Optional[Callable[[], None]],
-          starts: list[Any], ends: list[Any], synced: list[Any], empty_start: list[Any], empty_end: list[Any],
-          sleep: Any) -> tuple[list[float], list[float], float, str]:
-    from profd.harness import gpu_spin
-
-    if on_start is not None:
-        on_start()
-    for i in range(runs):
-        if flush is not None:
-            flush.zero_()
-        if before is not None:
-            before(i)
-        if mode == "full":
-            try:
-                gpu_spin.launch(spin_ns, handle)
-            except Exception:  # the driver refused the launch: this call and the rest start idle
-                mode = "idle"
+    with _gc_paused():
+        if on_start is not None:
+            on_start()
+        for i in range(runs):
+            if flush is not None:
+                flush.zero_()
+            if before is not None:
+                before(i)
+            if mode == "full":
+                try:
+                    gpu_spin.launch(spin_ns, handle)
+                except Exception:  # the driver refused the launch: this call and the rest start idle
+                    mode = "idle"
+                    torch.cuda.synchronize()
+            elif sleep is not None:
+                sleep(200_000)
+            else:
                 torch.cuda.synchronize()
-        elif sleep is not None:
-            sleep(200_000)
-        else:
+            starts[i].record(stream)
+            res = fn()
+            ends[i].record(stream)
+            torch.cuda.synchronize()  # waits for every stream on the device
+            synced[i].record(stream)
+            if after is not None:
+                after(i, res)
+            # The same bracket around nothing: the cost of the synchronisation itself.
             torch.cuda.synchronize()
-        starts[i].record(stream)
-        res = fn()
-        ends[i].record(stream)
-        torch.cuda.synchronize()  # waits for every stream on the device
-        synced[i].record(stream)
-        if after is not None:
-            after(i, res)
-        # The same bracket around nothing: the cost of the synchronisation itself.
+            empty_start[i].record(stream)
+            torch.cuda.synchronize()
+            empty_end[i].record(stream)
         torch.cuda.synchronize()
-        empty_start[i].record(stream)
-        torch.cuda.synchronize()
-        empty_end[i].record(stream)
-    torch.cuda.synchronize()
-    if on_end is not None:
-        on_end()
+        if on_end is not None:
+            on_end()
     event_ms = [s.elapsed_time(e) for s, e in zip(starts, ends)]
     device_ms = [s.elapsed_time(e) for s, e in zip(starts, synced)]
     sync_cost = statistics.median(s.elapsed_time(e) for s, e in zip(empty_start, empty_end))
     return event_ms, device_ms, sync_cost, mode
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No garbage collection pauses inside (as timeit does): the judge's clock sums these calls."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
 
 
 def time_cpu(fn: Callable[[], Any], *, flops: Optional[float] = None, nbytes: Optional[float] = None,
