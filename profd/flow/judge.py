@@ -50,21 +50,23 @@ OUTPUT_CAP = 256 << 20
 TRIALS = 3
 #: The smallest gain that counts, in percent, whatever the measured spread says.
 NOISE_FLOOR_PCT = {True: 1.0, False: 25.0}  # GPU timing vs the CPU interpreter (±30% between processes on 2 cores)
-#: GPU timing budget (ms) of a candidate's first run: enough for a stable median of a
-#: sub-millisecond kernel; a potential winner is re-timed at full length beside the best.
+#: GPU timing budget (ms) of the timed phase in every child of a candidate's plan (its screen and
+#: both sides of its A/B, :meth:`Judge._plan`): enough for a stable median of a sub-millisecond
+#: kernel. FULL_REP_MS is :meth:`Judge.run`'s default for any other caller.
 SCREEN_REP_MS = 60.0
 FULL_REP_MS = 250.0
-# The screen checks each cheap declared shape once, smallest first (a broken rewrite fails there
-# first); the timed calls' outputs, checked like every output, cover the bench shape. The
-# confirmation child checks every shape on fresh inputs. At GPU sizes the outputs dominate a child's
+# The plan checks each cheap declared shape once, smallest first (a broken rewrite fails there
+# first). The screen's timed outputs are not sent; the A/B's are, and its candidate child checks
+# every shape on fresh inputs after its timed calls. At GPU sizes the outputs dominate a child's
 # cost (a 128 MB output takes about half a second to send, store and compare): three checks per
 # shape sent a dozen in softmax's screen and made each promising candidate cost ~25 s.
 SCREEN_TRIALS = 1
-#: The screen verifies the declared shapes whose inputs are at most this big (the smallest always).
+#: The plan verifies the declared shapes whose inputs are at most this big (the smallest always).
 SCREEN_SHAPE_BYTES = 32 << 20
 CONFIRM_TRIALS = 1
-# Timed calls: the screen's median of at most 50 (each timed call also returns its outputs, and on
-# an H200 a 40 us kernel's 200 screen calls cost 0.65 s); the confirmation's of up to 200.
+# Timed calls: a median of at most 50 in every child of the plan (each kept timed call is copied
+# for its check, and on an H200 a 40 us kernel's 200 calls cost 0.65 s); FULL_MAX_RUNS is
+# Judge.run's default.
 SCREEN_MAX_RUNS = 50
 FULL_MAX_RUNS = 200
 #: Timed calls get distinct input sets, refilled in place from a pool: at most this many sets,
@@ -413,8 +415,8 @@ class Judge:
         are checked too, unless ``timed_outputs`` is false (a screen, whose timing only decides
         whether the candidate goes on to the A/B, where they are) or "hold" (kept in the child as
         the candidate's are, not sent: the best's side of the A/B, confirmed when it was kept).
-        ``check_after``: after the
-        timed calls, one more check of every declared shape and the bench shape (a winner's)."""
+        ``check_after``: after the timed calls, one more check of every declared shape and the
+        bench shape (a winner's)."""
         meta = self.ref.meta(self.timeout_s)
         order = meta.get("order") or list(range(int(meta["shapes"])))
         picked = order[:shapes]

@@ -283,10 +283,10 @@ def _time_bench(req: dict[str, Any], fd: int, report: dict[str, Any], kernel: An
     # True: kept and sent; "hold": kept and not sent (the best's side of an A/B: its calls cost on
     # profd's clock what the candidate's do); False: a screen, checked when it goes on to the A/B.
     mode = req.get("timed_outputs", True)
-    send_outputs = mode is True
+    send_outputs, keep_outputs = mode is True, mode is True or mode == "hold"
 
     def after(i: int, res: Any) -> None:
-        if mode is not True and mode != "hold":
+        if not keep_outputs:
             return
         out = V_as_list(res)
         n = tensor_bytes(out)
