@@ -123,6 +123,25 @@ def _pretend(target: dict[str, Any]) -> None:
     torch.cuda.current_device = lambda: 0  # type: ignore[assignment]
     torch.cuda.get_device_capability = lambda device=None: cap  # type: ignore[assignment]
     torch.cuda.get_device_name = lambda device=None: name  # type: ignore[assignment]
+    # FlagGems launches inside `with torch_device_fn.device(inp.device):` (torch.cuda.device on
+    # NVIDIA), which refuses a meta tensor's device and would ask the driver for a real one: every
+    # FlagGems candidate compiled nothing ahead and paid its compile in its child (2.5 s per loser,
+    # H200). One device here, so selecting it is a no-op.
+    torch.cuda.device = _OneDevice  # type: ignore[assignment, misc]
+    torch.cuda.set_device = lambda device: None  # type: ignore[assignment]
+
+
+class _OneDevice:
+    """``torch.cuda.device(...)`` in a process that pretends to have one GPU: selects nothing."""
+
+    def __init__(self, device: Any = None) -> None:
+        self.idx = 0
+
+    def __enter__(self) -> "_OneDevice":
+        return self
+
+    def __exit__(self, *exc: Any) -> bool:
+        return False
 
 
 def _compile_only(counter: dict[str, int]) -> None:
