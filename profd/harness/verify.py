@@ -61,9 +61,27 @@ def to_device(values: Iterable[Any], device: torch.device) -> list[Any]:
 
 
 def make_inputs(target: Target, shape: dict[str, Any], seed: int, device: torch.device) -> list[Any]:
-    """Seed torch's RNG and draw one fresh input set."""
-    torch.manual_seed(seed)
-    inputs = target.make_inputs(**shape) if shape else target.make_inputs()
+    """Seed torch's RNG and draw one fresh input set.
+
+    On a GPU the file's factory calls run with the GPU as torch's default device, so a
+    KernelBench ``get_inputs()`` (CPU tensors by convention) draws on the device: kernelbench_relu's
+    256 MB input took ~0.45 s of CPU ``randn`` and copy per set, and a child draws one per pool
+    set (nine), 4-5 s of every child (H200, 2026-12-03). Every process that makes inputs (the
+    measuring child, the reference, the grid bench) comes here, so all draw the same values. A
+    file whose ``get_inputs`` needs CPU tensors (``.numpy()``) still works: it falls back to the
+    CPU draw, in every process alike (the same seed fails the same way)."""
+    def draw() -> Any:
+        torch.manual_seed(seed)
+        return target.make_inputs(**shape) if shape else target.make_inputs()
+
+    if device.type != "cpu":
+        try:
+            with torch.device(device):
+                inputs = draw()
+        except Exception:
+            inputs = draw()
+    else:
+        inputs = draw()
     if not isinstance(inputs, (list, tuple)):
         inputs = [inputs]
     return to_device(inputs, device) + list(target.init_inputs)
