@@ -132,12 +132,19 @@ def grid_points(name: str, path: Path, quick: bool) -> list[tuple[Any, str]]:
     return [(p, TQ.variant_source(source, p, grouped)) for p in pts]
 
 
-def warm(files: list[Path], base: Path, args: argparse.Namespace, work: Path, name: str) -> None:
-    """Compile every grid file once, in parallel, so the serial timing compiles nothing."""
-    if args.quick or not files:
+def warm(files: list[Path], base: Path, args: argparse.Namespace, work: Path, name: str,
+         meta: Optional[dict[str, Any]] = None) -> None:
+    """Compile every grid file once, in parallel, so the serial timing compiles nothing.
+
+    It runs while the tunes measure: with ``meta`` (``G.specs``: the device's Triton target and
+    the bench inputs' specs) it compiles on meta tensors with the GPU hidden (CUDA_VISIBLE_DEVICES
+    empty); without, it compiles nothing (the timing pass then compiles each point itself): a
+    warm-up on the GPU put fourteen CUDA contexts and their input fills beside profd's timed calls."""
+    if args.quick or not files or not meta:
         return
     chunks = [files[i::args.jobs] for i in range(args.jobs)]
-    wargs = argparse.Namespace(**{**vars(args), "rep_ms": 1, "warmup_ms": 1, "verbose": False, "compile_only": True})
+    wargs = argparse.Namespace(**{**vars(args), "rep_ms": 1, "warmup_ms": 1, "verbose": False, "compile_only": True,
+                                  "meta": meta})
 
     def one(i: int, chunk: list[Path]) -> None:
         d = work / f"warm{i}"
@@ -274,11 +281,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     grids = {}
     for name, path in targets:
         grids[name] = prepare_grid(name, path.resolve(), args, root / name / "grid")
+    # What a GPU-free compile of each grid needs, from one process on the GPU before anything is measured.
+    s0 = time.time()
+    metas = {} if args.quick else G.specs([p.resolve() for _, p in targets])
+    print(f"grid compile specs for {len(metas)} of {len(targets)} targets in {time.time() - s0:.1f} s", flush=True)
     background = cf.ThreadPoolExecutor(1, thread_name_prefix="grid-warm")
 
     def warm_one(name: str, path: Path) -> float:
         w0 = time.time()
-        warm(grids[name][0], path.resolve(), args, root / name, name)
+        warm(grids[name][0], path.resolve(), args, root / name, name, metas.get(str(path.resolve())))
         return time.time() - w0
 
     futures = {name: background.submit(warm_one, name, path) for name, path in targets}

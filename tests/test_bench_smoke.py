@@ -135,3 +135,45 @@ BENCH_SHAPE = dict(n=4096)
     done = G.run_files(f, [{"id": "as_written", "knobs": None, "path": str(f)}], args, tmp_path, "near_zero", res)
     rec = done["as_written"]
     assert rec.get("ok") is True and 0 < rec["max_abs_err"] < 2e-6, (rec, res)
+
+
+def test_the_grid_warm_up_compiles_for_the_gpu_without_touching_it(tmp_path: Path) -> None:
+    """tune_vs_grid compiles the next grids while a tune measures. Its warm-up made inputs on the
+    GPU, fourteen processes at a time, beside profd's timed calls. It now compiles on meta tensors
+    with the GPU hidden (CUDA_VISIBLE_DEVICES empty), for the target the spec names: here an H200,
+    on a machine without one, through Triton's NVIDIA backend."""
+    import argparse
+
+    sys.path.insert(0, str(ROOT))
+    from bench.realworld import grid as G
+
+    h200 = {"backend": "cuda", "arch": 90, "warp_size": 32, "capability": [9, 0], "name": "NVIDIA H200"}
+    meta = {"target": h200, "inputs": [{"shape": [64, 1000], "stride": [1000, 1], "offset": 0,
+                                        "dtype": "float32", "grad": False}]}
+    src = (ROOT / "examples" / "kernels" / "softmax.py").read_text()
+    files = []
+    for block in (1024, 2048):
+        f = tmp_path / f"softmax_{block}.py"
+        f.write_text(src.replace("\nBLOCK_SIZE = 128\n", f"\nBLOCK_SIZE = {block}\n", 1))
+        assert f.read_text() != src
+        files.append(f)
+    args = argparse.Namespace(quick=False, interpret=False, variant_timeout=200, warmup_ms=1, rep_ms=1,
+                              compile_only=True, meta=meta, device_time=False, verbose=False)
+    cache = tmp_path / "cache"
+    old = os.environ.get("TRITON_CACHE_DIR")
+    os.environ["TRITON_CACHE_DIR"] = str(cache)
+    env_interp = None
+    try:
+        env_interp = os.environ.pop("TRITON_INTERPRET", None)
+        res: dict = {"errors": []}
+        done = G.run_files(files[0], [{"id": i, "knobs": None, "path": str(f)} for i, f in enumerate(files)], args,
+                           tmp_path, "softmax", res)
+    finally:
+        if env_interp is not None:
+            os.environ["TRITON_INTERPRET"] = env_interp
+        if old is None:
+            os.environ.pop("TRITON_CACHE_DIR", None)
+        else:
+            os.environ["TRITON_CACHE_DIR"] = old
+    assert all(done[i].get("ok") for i in range(2)), done
+    assert len({p.parent for p in cache.rglob("*.cubin")}) >= 2, sorted(cache.rglob("*"))  # one kernel per point

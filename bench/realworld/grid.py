@@ -75,6 +75,64 @@ def apply_variant(source: str, t: corpus.Target, knobs: dict[str, int]) -> str:
 # ---------------------------------------------------------------------------------------- child
 
 
+def _compile_on_meta(job: dict, emit, timeout: int) -> int:
+    """Compile each variant for the GPU without touching it: profd's own compile-ahead machinery
+    (profd.harness.precompile) pretends to be on the device ``job["meta"]["target"]`` and calls
+    the kernel on meta tensors shaped like the bench inputs. The grid's warm-up runs beside a
+    tune that is measuring: it used to make its inputs on the GPU, fourteen processes at a time,
+    each with a CUDA context, a ~260 MB random fill and allocations, in the middle of profd's
+    timed calls."""
+    sys.path.insert(0, str(HERE.parents[1]))
+    from profd.harness import precompile as P
+    from profd.harness.target import load_target
+
+    P._pretend(job["meta"]["target"])
+    P._compile_only({"launches": 0, "compiles": 0})
+    for v in job["variants"]:
+        rec = {"variant": v["id"], "knobs": v["knobs"]}
+        try:
+            signal.alarm(timeout)
+            load_target(Path(v["path"])).kernel(*P._meta_inputs(job["meta"]["inputs"]))
+            rec["ok"] = True
+        except Exception as e:  # noqa: BLE001 - the timing pass compiles what this could not
+            rec["error"] = f"{type(e).__name__}: {e}"[:300]
+        finally:
+            signal.alarm(0)
+        emit(rec)
+    return 0
+
+
+def specs(paths: list[Path]) -> dict[str, dict]:
+    """For each target, what a GPU-free compile needs (``_compile_on_meta``): the device's Triton
+    target and the bench inputs' shapes, strides and dtypes, from one process on the GPU (run it
+    before any measurement: it allocates every target's bench inputs in turn). Targets whose
+    inputs cannot be described are left out (their grid compiles in the timing pass)."""
+    code = ("import json, sys, torch\n"
+            "sys.path.insert(0, sys.argv[1])\n"
+            "from pathlib import Path\n"
+            "from profd.harness.precompile import current_target, specs_of\n"
+            "from profd.harness.target import load_target\n"
+            "from profd.harness.verify import make_inputs\n"
+            "out = {}\n"
+            "for p in sys.argv[2:]:\n"
+            "    try:\n"
+            "        t = load_target(Path(p))\n"
+            "        ins = make_inputs(t, dict(t.bench_shape), 0, torch.device('cuda'))\n"
+            "        out[p] = {'target': current_target(), 'inputs': specs_of(ins)}\n"
+            "        del ins\n"
+            "        torch.cuda.empty_cache()\n"
+            "    except Exception as e:\n"
+            "        out[p] = {'error': f'{type(e).__name__}: {e}'[:300]}\n"
+            "print(json.dumps(out))\n")
+    r = subprocess.run([sys.executable, "-c", code, str(HERE.parents[1]), *map(str, paths)], capture_output=True,
+                       text=True, timeout=600)
+    try:
+        got = json.loads(r.stdout.strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):
+        return {}
+    return {p: v for p, v in got.items() if isinstance(v, dict) and v.get("target") and "inputs" in v}
+
+
 class _VariantTimeout(Exception):
     pass
 
@@ -115,6 +173,8 @@ def _child(job_path: str) -> int:
     sys.path.insert(0, str(HERE.parents[1]))
     from profd.harness.target import load_target
 
+    if job.get("compile_only") and job.get("meta"):
+        return _compile_on_meta(job, emit, timeout)
     base = load_target(Path(job["base"]))
     shape = dict(base.bench_shape)
     from profd.harness.verify import make_inputs
@@ -240,6 +300,8 @@ def run_files(base: Path, todo: list[dict], args: argparse.Namespace, work: Path
     env = dict(os.environ)
     if args.quick or args.interpret:
         env["TRITON_INTERPRET"] = "1"
+    if getattr(args, "compile_only", False) and getattr(args, "meta", None):
+        env["CUDA_VISIBLE_DEVICES"] = ""  # a compile on meta tensors: the GPU being measured stays out of reach
     done: dict = {}
     reference_pending = True
     while True:
@@ -250,7 +312,7 @@ def run_files(base: Path, todo: list[dict], args: argparse.Namespace, work: Path
         job.write_text(json.dumps({
             "base": str(path), "variants": rest, "quick": args.quick, "time_reference": reference_pending,
             "variant_timeout": args.variant_timeout, "warmup_ms": args.warmup_ms, "rep_ms": args.rep_ms,
-            "compile_only": bool(getattr(args, "compile_only", False)),
+            "compile_only": bool(getattr(args, "compile_only", False)), "meta": getattr(args, "meta", None),
             "device_time": bool(getattr(args, "device_time", False))}))
         proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--child", str(job)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
