@@ -213,6 +213,7 @@ class ReferenceProcess:
         self.scratch: Optional[Path] = None
         self.lock = threading.Lock()
         self.ready: Optional[dict[str, Any]] = None
+        self.wait_s = 0.0  # how long callers waited for it to answer "ready" (its start-up left over)
 
     def _usable(self) -> bool:
         return self.proc is not None and self.proc.poll() is None and self.ready is not None
@@ -239,7 +240,9 @@ class ReferenceProcess:
             self.proc.stdin.flush()
         except (BrokenPipeError, OSError):
             pass  # it died loading: _read says so
+        t0 = time.perf_counter()
         ready = self._read(300.0)
+        self.wait_s += time.perf_counter() - t0
         if not ready.get("ready"):
             self.close()
             raise RuntimeError(f"the reference process did not start: {ready.get('message', 'no answer')}")

@@ -350,6 +350,9 @@ def tune(path: Path, store: Store, *, budget: int = 24, time_budget_s: Optional[
     result.startup["profile_s"] = round(t_profiled - t0, 3)
     # Of which the measuring child (the rest: the warm worker's start, NVML, the report).
     result.startup["profile_child_s"] = round(float(m0.wall_s or 0.0), 3)
+    ready_at = getattr(runner, "ready_at", None)
+    if isinstance(ready_at, float):  # the warm worker's start, when this session waited for it
+        result.startup["warm_ready_s"] = round(max(ready_at - t0, 0.0), 3)
     if device_spec is None:
         device_spec = measured_spec(m0)
 
@@ -387,6 +390,7 @@ def _loop(path: Path, store: Store, result: TuneResult, base: Any, advisors: lis
         result.stopped = f"the original did not pass profd's judge: {e}; fix it before tuning"
         return
     result.startup["judge_baseline_s"] = round(time.time() - t_base, 3)
+    result.startup["reference_wait_s"] = round(float(getattr(getattr(judge, "ref", None), "wait_s", 0.0)), 3)
     result.startup.update({f"baseline_{k}": v for k, v in judged.phases.items()})
     if not judged.measurement.correct or judged.measurement.timing is None:
         result.stopped = (f"the original did not pass profd's judge ({judged.measurement.verdict.status.value}: "

@@ -38,6 +38,7 @@ class WarmWorker:
         self.idle_close_s = idle_close_s
         self.last_used = time.time()
         self.starting = False
+        self.ready_at: Optional[float] = None
         if idle_close_s > 0:
             threading.Thread(target=self._reaper, name="profd-warm-reaper", daemon=True).start()
 
@@ -77,6 +78,7 @@ class WarmWorker:
             self.close()
             raise RuntimeError("the warm worker did not start; falling back to a fresh process per job")
         self.interpret = bool(json.loads(line).get("interpret"))
+        self.ready_at = time.time()  # a session's start-up figures say how long it waited for this
 
     def _readline(self, timeout_s: float) -> str:
         assert self.proc and self.proc.stdout
