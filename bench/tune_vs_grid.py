@@ -177,7 +177,8 @@ def run_target(name: str, path: Path, args: argparse.Namespace, work: Path, gdir
         res["control"] = corpus.target(name).defect is None
     else:
         res["control"] = False
-    res["tune"] = run_tune(path, budget, work / "tune", args.quick, args.tune_timeout)
+    timeout = args.tune_timeout_big if name in BIG and args.tune_timeout_big else args.tune_timeout
+    res["tune"] = run_tune(path, budget, work / "tune", args.quick, timeout)
     todo = [{"id": "as_written", "knobs": None, "path": str(path)}]
     tuned = res["tune"].get("tuned_file")
     if tuned:
@@ -248,6 +249,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--warmup-ms", type=int, default=25)
     ap.add_argument("--variant-timeout", type=int, default=120)
     ap.add_argument("--tune-timeout", type=float, default=400)
+    ap.add_argument("--tune-timeout-big", type=float, default=None,
+                    help="--tune-timeout for matmul/attention targets (default: the same)")
     ap.add_argument("--max-seconds", type=float, default=None, help="start no target after this many seconds")
     ap.add_argument("--tag", default="", help="suffix for the result file names")
     args = ap.parse_args(argv)
