@@ -14,7 +14,7 @@ case "${PART:-a}" in
   c) ONLY="liger_rms_norm liger_swiglu liger_geglu unsloth_geglu fla_matmul" ;;
 esac
 timeout ${TVG_S:-540} python3 bench/tune_vs_grid.py --corpus .rw --examples examples/kernels --only $ONLY \
-  --out $O --tag "-${PART:-a}" --max-seconds $(( ${TVG_S:-540} - 75 )) --jobs 14 --tune-timeout ${TUNE_TO:-90} \
+  --out $O --tag="-${PART:-a}" --max-seconds $(( ${TVG_S:-540} - 75 )) --jobs 14 --tune-timeout ${TUNE_TO:-90} \
   --tune-timeout-big ${TUNE_TO_BIG:-100} --rep-ms 50 > $O/tvg.log 2>&1
 grep -E "^==|tuned/grid|specs" $O/tvg.log
 if [ "${PART:-a}" = b ] && [ "${THR_S:-0}" -gt 0 ]; then
