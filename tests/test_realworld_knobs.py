@@ -198,3 +198,36 @@ def test_the_search_reaches_flaggems_grid_best_early_on_the_measured_grid(corpus
             if n >= 12:
                 break
     assert best == min(ms.values()), (n, best, point(ctx.best_source))
+
+
+def test_a_program_count_below_the_sms_is_raised_first_on_the_measured_grid() -> None:
+    """The kernelbench_relu example's grid-stride launch runs ``NUM_PROGRAMS = 32`` programs on an
+    H200's 132 SMs. Its H200 session spent three candidates (13 s each: 256 MB per input set) on
+    block sizes and ended at 0.68 of the grid. Scored by that grid (tests/fixtures/grids), the
+    first candidate is now the launcher's own "no limit" value, the grid's best row."""
+    import json
+
+    from advisors.base import TuneContext
+    from profd.flow.tune import measured_spec
+    from profd.model import DeviceInfo, Measurement, Status, Verdict
+
+    root = Path(__file__).resolve().parents[1]
+    src = (root / "examples" / "kernels" / "kernelbench_relu.py").read_text()
+    grid = json.loads((Path(__file__).parent / "fixtures" / "grids" / "kernelbench_relu-h200.json").read_text())
+    ms = {tuple(sorted(p["knobs"].items())): p["ms"] for p in grid["points"]}
+    h200 = measured_spec(Measurement(target="k.py", content_hash="", verdict=Verdict(Status.CORRECT),
+                                     device=DeviceInfo(name="NVIDIA H200", backend="cuda")))
+    ctx = TuneContext(path="kernelbench_relu.py", original_source=src, best_source=src, best_median_ms=1.0,
+                      device_spec=h200)
+    first = DeterministicAdvisor().propose(ctx, 4)
+    assert [c.params for c in first[:4]] == [{"NUM_PROGRAMS": n} for n in (0, 528, 2112, 8448)], \
+        [c.params for c in first]
+    assert "NUM_PROGRAMS = 0" in first[0].source and "32 programs for 132 SMs" in first[0].rationale
+
+    def point(s: str) -> tuple:
+        k = discover(s)
+        return tuple(sorted((n, int(k.get(n).value)) for n in ("NUM_PROGRAMS", "BLOCK_SIZE", "NUM_WARPS")))
+
+    assert ms[point(first[0].source)] <= 1.01 * min(ms.values())
+    ctx.device_spec = None  # no SM count known (the CPU interpreter): no such move
+    assert not any("NUM_PROGRAMS" in c.params for c in DeterministicAdvisor().propose(ctx, 4))

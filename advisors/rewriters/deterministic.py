@@ -246,6 +246,8 @@ class DeterministicAdvisor:
                                           "(swizzled) program order with a group of 8 rows of tiles")
             except RewriteError as e:
                 self.notes.append(f"grouped-order rewrite not applicable: {e}")
+        # 1b. a launcher constant that caps the program count below the SM count
+        yield from self._program_counts(ctx, src, knobs, kernel)
         # 2. presets -- until one wins: then the budget is better spent on the local search
         # around it than on the remaining, mostly worse, presets.
         preset_won = any(a.verdict.accepted and a.candidate.params.get("preset") for a in ctx.history)
@@ -263,6 +265,33 @@ class DeterministicAdvisor:
         # 4. the joint space of the kernel's launch knobs, nearest the best first (a pattern search
         # whose radius grows): the budget is never left unspent while configurations remain.
         yield from self._space(ctx, src, knobs, roles, tiled_dot, cls)
+
+    def _program_counts(self, ctx: TuneContext, src: str, knobs: Knobs, kernel: str) -> Iterable[Candidate]:
+        """A launcher constant in the grid that sets how many programs run, below the device's SM
+        count: the kernelbench_relu example's grid-stride ``NUM_PROGRAMS = 32`` on an H200's 132 SMs
+        (its grid's best, the plain grid, is 7.7x faster). Its single steps (x4, x2) stay under one
+        program per SM, and the session spent its budget on block sizes first. A few programs per SM,
+        and first the launcher's own "no limit" value when the grid tests the constant against 0
+        (``min(NUM_PROGRAMS, n_blocks) if NUM_PROGRAMS > 0 else n_blocks``)."""
+        sms = int(getattr(ctx.device_spec, "sm_count", 0) or 0)
+        g = knobs.grid(kernel)
+        if sms <= 0 or g is None:
+            return
+        for k in knobs.of_kind("launch"):
+            v = _int(_cur(k))
+            name = re.escape(k.name)
+            if v is None or v <= 0 or v >= sms or not re.search(rf"\b{name}\b", g.text):
+                continue
+            values: list[int] = [per * sms for per in (4, 16, 64)]
+            if re.search(rf"\b{name}\s*(>|!=|==)\s*0\b|\bif\s+(not\s+)?{name}\b", g.text):
+                values.insert(0, 0)
+            for n in values:
+                why = ("the launcher's own value for one program per block of work" if n == 0
+                       else f"{n // sms} programs per SM")
+                c = self._make(src, knobs, [(k, n)], f"{k.name} = {v} programs for {sms} SMs leaves {1 - v / sms:.0%} "
+                                                     f"of the SMs idle; {n}: {why}")
+                if c:
+                    yield c
 
     def _kernel(self, knobs: Knobs) -> str:
         """The kernel to tune: the one that ran (or the first launched) when there are several."""
