@@ -231,3 +231,35 @@ def test_a_program_count_below_the_sms_is_raised_first_on_the_measured_grid() ->
     assert ms[point(first[0].source)] <= 1.01 * min(ms.values())
     ctx.device_spec = None  # no SM count known (the CPU interpreter): no such move
     assert not any("NUM_PROGRAMS" in c.params for c in DeterministicAdvisor().propose(ctx, 4))
+
+
+def test_a_size_step_measured_much_slower_closes_its_direction() -> None:
+    """On the softmax example (H200, run 9) a 16384-element block came out 0.73x of the 4096 one;
+    later bests still proposed 32768 (a 10 s compile, 0.25x) and 16384 again: 15 s of a 50 s
+    session. A size step at least 1/0.8 times slower than its best closes that direction for the
+    session; a slow warps step does not (warps and sizes trade against each other)."""
+    from advisors.base import Attempt
+    from advisors.rewrite import set_knob
+    from profd.model import Candidate, CandidateVerdict
+
+    root = Path(__file__).resolve().parents[1]
+    src = (root / "examples" / "kernels" / "softmax.py").read_text()
+    best = set_knob(set_knob(src, "BLOCK_SIZE", 8192), "NUM_WARPS", 8)
+    ctx = TuneContext(path="softmax.py", original_source=src, best_source=best, best_median_ms=0.08)
+
+    def sizes(n: int = 40) -> set:
+        return {c.params.get("BLOCK_SIZE") for c in DeterministicAdvisor().propose(ctx, n)} - {None}
+
+    assert {16384, 32768} <= sizes()  # nothing measured yet: both directions open
+
+    def tried(params: dict, speed: float) -> None:
+        c = Candidate(id=f"c{len(ctx.history)}", source=set_knob(src, *next(iter(params.items()))), advisor="x",
+                      rationale="scripted", params=params)
+        ctx.history.append(Attempt(c, CandidateVerdict(c.id, False, "not faster", None, speed)))
+
+    tried({"BLOCK_SIZE": 16384}, 0.73)
+    tried({"NUM_WARPS": 32}, 0.5)
+    got = sizes()
+    assert not any(v >= 16384 for v in got) and 4096 in got, got
+    warps = {c.params.get("NUM_WARPS") for c in DeterministicAdvisor().propose(ctx, 40)}
+    assert 32 in warps or 16 in warps, warps  # warps stay open

@@ -60,6 +60,9 @@ TILE_PRESETS = [
 # Square-ish tiles for 2-D kernels without tl.dot (transposes, stencils, copies).
 TILE_2D_PRESETS = [(32, 32, 4), (64, 64, 8), (32, 64, 4), (64, 32, 4), (16, 64, 4), (128, 32, 8), (16, 16, 2)]
 # Elementwise: (BLOCK, num_warps), wide blocks with enough warps to issue their loads.
+#: A size step this much slower than the best (or more) closes its direction for the session.
+DEAD_END_SPEEDUP = 0.8
+
 ELEMENTWISE_PRESETS = [(1024, 4), (2048, 8), (4096, 8), (1024, 8), (2048, 4), (4096, 4)]
 
 
@@ -176,9 +179,16 @@ class DeterministicAdvisor:
         out: list[Candidate] = []
         known_good: list[Candidate] = []
         seen: set[str] = set()
+        dead = self._dead_ends(ctx)
         for cand in self._moves(ctx):
             d = source_digest(cand.source)
             if d in tried or d in seen:
+                continue
+            past = next((f"{n} = {x}" for n, x, up in dead if isinstance(cand.params.get(n), int)
+                         and (cand.params[n] >= x if up else cand.params[n] <= x)), None)
+            if past is not None:
+                seen.add(d)
+                self.notes.append(f"not proposed: {cand.params} -- beyond {past}, measured much slower this session")
                 continue
             seen.add(d)
             hit = cache.get(d) if cache is not None else None
@@ -191,6 +201,29 @@ class DeterministicAdvisor:
             if len(out) + len(known_good) >= n:
                 break
         return (known_good + out)[:n]
+
+    def _dead_ends(self, ctx: TuneContext) -> list[tuple[str, int, bool]]:
+        """(size knob, value, upward) for each single size step this session measured at least
+        ``1 / DEAD_END_SPEEDUP`` times slower than the best it was screened against: sizes at or
+        beyond it in that direction are not proposed again. On the softmax example (H200) a
+        16384-element block was 0.73x of the 4096 one; the search then spent 15 s of a 50 s session
+        on 32768 (a 10 s compile) and 16384 again from later bests, and ended at 0.94 of its grid."""
+        knobs = self._knobs(ctx, ctx.best_source)
+        out: list[tuple[str, int, bool]] = []
+        for a in ctx.history:
+            p = {k: v for k, v in a.candidate.params.items() if k != "preset"}
+            speed = a.verdict.speedup
+            if len(p) != 1 or a.verdict.accepted or not speed or speed > DEAD_END_SPEEDUP:
+                continue
+            ((name, x),) = p.items()
+            k = knobs.get(name)
+            if k is None or not isinstance(x, int) or k.kind in ("num_warps", "num_stages") \
+                    or k.param in ("num_warps", "num_stages") or not _POW2.search(k.param or k.name):
+                continue
+            cur = _int(_cur(k))
+            if cur is not None and cur != x:
+                out.append((name, x, x > cur))
+        return out
 
     # ------------------------------------------------------------------ constraints
 
