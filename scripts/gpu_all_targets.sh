@@ -12,6 +12,7 @@ case "${PART:-a}" in
   a) ONLY="flaggems_log_softmax kernelbench_relu softmax matmul vector_add transpose layernorm" ;;
   b) ONLY="liger_cross_entropy liger_softmax unsloth_cross_entropy fla_softmax liger_layer_norm unsloth_swiglu" ;;
   c) ONLY="liger_rms_norm liger_swiglu liger_geglu unsloth_geglu fla_matmul" ;;
+  d) ONLY=${ONLY:-"kernelbench_relu softmax flaggems_log_softmax"} ;;  # a re-run of those short of 0.95
 esac
 timeout ${TVG_S:-540} python3 bench/tune_vs_grid.py --corpus .rw --examples examples/kernels --only $ONLY \
   --out $O --tag="-${PART:-a}" --max-seconds $(( ${TVG_S:-540} - 75 )) --jobs 14 --tune-timeout ${TUNE_TO:-90} \
