@@ -39,30 +39,37 @@ def _child(code: str, env: dict[str, str], cwd: Path) -> dict:
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-def test_a_compile_only_fork_fills_the_cache_its_candidate_then_hits(tmp_path: Path) -> None:
-    """The Triton tutorial softmax example, compiled for an H200 from meta tensors under the
-    no-GPU filter; then the same launch with real tensors compiles nothing new."""
+def _compile_ahead(tmp_path: Path, cand: Path, dtype: str) -> tuple[dict, dict[str, str]]:
+    """Run the compile-only process on ``cand`` for an H200, from a [64, 1000] meta input of
+    ``dtype``: (its result, the environment it ran with). Skips where it refuses to run."""
     from profd.harness.candidate_caches import private_cache_env
 
-    cand = tmp_path / "user" / "softmax.py"
-    cand.parent.mkdir()
-    cand.write_text((ROOT / "examples" / "kernels" / "softmax.py").read_text())
     env = {**os.environ, **private_cache_env(tmp_path / "caches", cand.read_bytes()),
            "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "CUDA_VISIBLE_DEVICES": ""}
     scratch = tmp_path / "scratch"
     scratch.mkdir()
-    specs = [{"shape": [64, 1000], "stride": [1000, 1], "offset": 0, "dtype": "float32", "grad": False}]
+    specs = [{"shape": [64, 1000], "stride": [1000, 1], "offset": 0, "dtype": dtype, "grad": False}]
     req = {"original": str(cand), "candidate": str(cand), "sys_path": [str(cand.parent)], "target": H200,
            "inputs": {"0": specs}}
     (scratch / "request.json").write_text(json.dumps(req))
-    first = _child("""
-        import json, sys
+    got = _child("""
         from profd.harness import precompile as P
         P.main(["request.json"])
         print(open("result.json").read())
     """, env, scratch)
-    if "refused" in first:
-        pytest.skip(f"this kernel cannot run the compile-only process: {first['refused']}")
+    if "refused" in got:
+        pytest.skip(f"this kernel cannot run the compile-only process: {got['refused']}")
+    return got, env
+
+
+def test_a_compile_only_fork_fills_the_cache_its_candidate_then_hits(tmp_path: Path) -> None:
+    """The Triton tutorial softmax example, compiled for an H200 from meta tensors under the
+    no-GPU filter; then the same launch with real tensors compiles nothing new."""
+    cand = tmp_path / "user" / "softmax.py"
+    cand.parent.mkdir()
+    cand.write_text((ROOT / "examples" / "kernels" / "softmax.py").read_text())
+    first, env = _compile_ahead(tmp_path, cand, "float32")
+    scratch = tmp_path / "scratch"
     assert first.get("compiled", 0) >= 1, first
     assert "error" not in first["shapes"]["0"], first
     cache = Path(env["TRITON_CACHE_DIR"])
@@ -194,7 +201,6 @@ def test_flaggems_launch_inside_torch_cuda_device_is_compiled_ahead(tmp_path: Pa
     ``with torch_device_fn.device(inp.device):``; on meta tensors that refused the device and
     every FlagGems candidate compiled nothing ahead ("compiled 0" on an H200)."""
     from bench.realworld import materialize as mat
-    from profd.harness.candidate_caches import private_cache_env
 
     try:
         [cand] = mat.materialize(tmp_path / "user", only=["flaggems_log_softmax"])
@@ -202,21 +208,7 @@ def test_flaggems_launch_inside_torch_cuda_device_is_compiled_ahead(tmp_path: Pa
         if "pip download" in str(e):
             pytest.skip(f"wheels unavailable: {e}")
         raise
-    env = {**os.environ, **private_cache_env(tmp_path / "caches", cand.read_bytes()),
-           "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "CUDA_VISIBLE_DEVICES": ""}
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
-    specs = [{"shape": [64, 1000], "stride": [1000, 1], "offset": 0, "dtype": "bfloat16", "grad": False}]
-    req = {"original": str(cand), "candidate": str(cand), "sys_path": [str(cand.parent)], "target": H200,
-           "inputs": {"0": specs}}
-    (scratch / "request.json").write_text(json.dumps(req))
-    got = _child("""
-        from profd.harness import precompile as P
-        P.main(["request.json"])
-        print(open("result.json").read())
-    """, env, scratch)
-    if "refused" in got:
-        pytest.skip(f"this machine cannot run the compile-only process: {got['refused']}")
+    got, env = _compile_ahead(tmp_path, cand, "bfloat16")
     assert "error" not in got["shapes"]["0"], got
     assert got["compiled"] >= 1, got
     assert list(Path(env["TRITON_CACHE_DIR"]).rglob("*.cubin")), got
