@@ -2,7 +2,8 @@
 
 Two paths, each with a fresh, empty Triton cache (every candidate pays its own compile,
 as a new rewrite does) and the deterministic advisor, ``--budget`` candidates per kernel
-(default 12) on the small kernels (vector_add, softmax, layernorm, kernelbench_relu):
+(default 24, `profd tune`'s own) on the small kernels (vector_add, softmax, layernorm,
+kernelbench_relu):
 
 * **cli**: ``profd tune FILE --budget N --no-llm --json`` as a subprocess, one per kernel.
   The wall time runs from spawning the process to its exit: Python start-up, the warm
@@ -154,13 +155,13 @@ def daemon_run(names: list[str], files: dict[str, Path], budget: int, quick: boo
 def main(argv: Optional[list[str]] = None) -> int:
     p = C.base_parser(__doc__.split("\n\n")[0])
     p.add_argument("--examples", help=f"comma-separated subset (default {','.join(SMALL)})")
-    p.add_argument("--budget", type=int, default=None, help="candidates per kernel (default 12; quick 3)")
+    p.add_argument("--budget", type=int, default=None, help="candidates per kernel (default 24; quick 3)")
     p.add_argument("--paths", default="cli,daemon", help="cli, daemon or both (default cli,daemon)")
     p.add_argument("--warm-cache", action="store_true", help="keep Triton's existing compile cache")
     args = p.parse_args(argv)
     C.setup_quick(args.quick)
     C.install_sigterm()
-    budget = args.budget if args.budget is not None else (3 if args.quick else 12)
+    budget = args.budget if args.budget is not None else (3 if args.quick else 24)
     names = C.parse_examples(args.examples, SMALL)
     paths = [x.strip() for x in args.paths.split(",") if x.strip()]
     timeout_s = 600.0 if args.quick else 300.0
