@@ -153,8 +153,9 @@ def test_time_limit_closes_the_session_with_per_shape_timings_and_configs(tmp_pa
     assert all(row["baseline_ms"] and row["best_ms"] and row["speedup"] > 1 for row in shapes.values())
     kept = next(a for a in data["attempts"] if a["candidate"]["id"] == data["best_candidate"])
     # the screen, the best re-timed, the candidate again (A/B/A, one plan each), whose child
-    # checks every shape after its timed calls and times every shape
-    assert len(kept["shape_timings"]) == 2 and kept["cost"]["children"] == 3
+    # checks every shape after its timed calls and times every shape; in the CPU interpreter the
+    # best once more after it (A/B/A/B, tests/test_judge_clock.py)
+    assert len(kept["shape_timings"]) == 2 and kept["cost"]["children"] == 4
     assert data["triton_configs"][0]["candidate"] == data["best_candidate"]
     assert data["triton_configs"][0]["kwargs"]["BLOCK_SIZE"] > 16
     assert "triton.Config({\"BLOCK_SIZE\": " in data["triton_configs_text"]

@@ -833,6 +833,19 @@ class Judge:
         if not win2:
             return reject(f"looked {(speed or 0):.3f}x faster but the A/B re-check did not confirm it "
                           f"({ct.median_ms:.4g} vs {ref.median_ms:.4g} ms, noise {noise2:.1f}%)", "not confirmed", m, speed)
+        if not (ct.representative and bt.representative):
+            # Triton's CPU interpreter: timings vary by +-30% between processes on a loaded 2-core
+            # machine, in runs of several seconds, and an unchanged kernel was once kept ("confirmed
+            # faster") when both of the best's figures fell in a slow run (.ci/run, 2026-12-03). The
+            # candidate must also beat the best re-timed after it: A/B/A/B. Never on a GPU.
+            b3 = self.run(best_file, **self._plan(timed_outputs="hold"))
+            if b3.measurement.correct and b3.measurement.timing:
+                self._note_parent(ctx.best_source, b3)
+                win3, noise3 = beats(b3.measurement.timing, ct)
+                if not win3:
+                    return reject(f"looked {(speed or 0):.3f}x faster but the best, re-timed after it, was as fast "
+                                  f"({ct.median_ms:.4g} vs {b3.measurement.timing.median_ms:.4g} ms, noise "
+                                  f"{noise3:.1f}%)", "not confirmed", m, speed)
         clock = clock_check(b2.parent_ms or 0.0, c2.parent_ms or 0.0, bt, ct, self._parent_noise(ctx.best_source))
         if not clock.ok:
             return reject(f"claims {claimed:.3g}x faster; with the {clock.overhead_ms:.4g} ms per call both sides spend "
