@@ -63,6 +63,24 @@ def test_the_judge_measures_the_bests_clock_noise_from_its_own_runs(tmp_path) ->
     assert j._parent_noise("other") == 0.0
 
 
+def _one_file(tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
+    """A target the scripted judge can be built on (its children are scripted: nothing runs it)."""
+    monkeypatch.setenv("PROFD_STATE_DIR", str(tmp_path / "state"))
+    f = tmp_path / "k.py"
+    f.write_text("def kernel(x):\n    return x\n\n\ndef reference(x):\n    return x\n\n\ndef get_inputs():\n"
+                 "    return [1]\n")
+    return f
+
+
+def _timing(ms: float, representative: bool = True) -> Timing:
+    """A GPU median of 50 calls (spread 1%), or the CPU interpreter's of 5 (spread 4%)."""
+    if representative:
+        return Timing(median_ms=ms, min_ms=ms * 0.99, max_ms=ms * 1.02, p25_ms=ms * 0.995, p75_ms=ms * 1.005,
+                      stdev_ms=ms * 0.005, runs=50, method="cuda-events+device-sync", representative=True)
+    return Timing(median_ms=ms, min_ms=ms * 0.95, max_ms=ms * 1.1, p25_ms=ms * 0.98, p75_ms=ms * 1.02,
+                  stdev_ms=ms * 0.02, runs=5, method="wall-clock (Triton interpreter on CPU)", representative=False)
+
+
 def test_one_slow_process_of_the_best_does_not_let_a_candidate_through(tmp_path, monkeypatch) -> None:
     """The A/B/A times the best once: the candidate must beat the faster of the best's two figures
     (the one it was screened against, and this re-run). In .ci/run an unchanged kernel was kept
@@ -71,13 +89,8 @@ def test_one_slow_process_of_the_best_does_not_let_a_candidate_through(tmp_path,
     from profd.flow import judge as J
     from profd.model import Candidate, Measurement, Status, Verdict
 
-    monkeypatch.setenv("PROFD_STATE_DIR", str(tmp_path / "state"))
-    f = tmp_path / "k.py"
-    f.write_text("def kernel(x):\n    return x\n\n\ndef reference(x):\n    return x\n\n\ndef get_inputs():\n"
-                 "    return [1]\n")
-    gpu = lambda ms: Timing(median_ms=ms, min_ms=ms * 0.99, max_ms=ms * 1.02, p25_ms=ms * 0.995,  # noqa: E731
-                            p75_ms=ms * 1.005, stdev_ms=ms * 0.005, runs=50, method="cuda-events+device-sync",
-                            representative=True)
+    f = _one_file(tmp_path, monkeypatch)
+    gpu = _timing
     # screen 0.90 ms, the best re-run in a slow process 1.50 ms, the candidate again 0.91 ms; the
     # best's figure from before: 1.00 ms. Against the slow re-run alone it is "1.65x"; against
     # the faster figure, 1.10x: a win, so it is kept at 1.10x, not 1.65x.
@@ -117,13 +130,8 @@ def test_in_the_interpreter_a_kept_candidate_must_also_beat_the_best_re_timed_af
     from profd.flow import judge as J
     from profd.model import Candidate, Measurement, Status, Verdict
 
-    monkeypatch.setenv("PROFD_STATE_DIR", str(tmp_path / "state"))
-    f = tmp_path / "k.py"
-    f.write_text("def kernel(x):\n    return x\n\n\ndef reference(x):\n    return x\n\n\ndef get_inputs():\n"
-                 "    return [1]\n")
-    cpu = lambda ms: Timing(median_ms=ms, min_ms=ms * 0.95, max_ms=ms * 1.1, p25_ms=ms * 0.98,  # noqa: E731
-                            p75_ms=ms * 1.02, stdev_ms=ms * 0.02, runs=5, method="wall-clock (Triton interpreter on CPU)",
-                            representative=False)
+    f = _one_file(tmp_path, monkeypatch)
+    cpu = lambda ms: _timing(ms, representative=False)  # noqa: E731
     calls: list[float] = []
 
     def judged(script):  # type: ignore[no-untyped-def]
