@@ -215,6 +215,9 @@ class DeterministicAdvisor:
             speed = a.verdict.speedup
             if len(p) != 1 or a.verdict.accepted or not speed or speed > DEAD_END_SPEEDUP:
                 continue
+            t = a.verdict.measurement.timing if a.verdict.measurement is not None else None
+            if t is not None and not t.representative:
+                continue  # the CPU interpreter: +-30% between processes, 0.8x says nothing
             ((name, x),) = p.items()
             k = knobs.get(name)
             if k is None or not isinstance(x, int) or k.kind in ("num_warps", "num_stages") \
