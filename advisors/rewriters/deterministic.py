@@ -60,10 +60,9 @@ TILE_PRESETS = [
 # Square-ish tiles for 2-D kernels without tl.dot (transposes, stencils, copies).
 TILE_2D_PRESETS = [(32, 32, 4), (64, 64, 8), (32, 64, 4), (64, 32, 4), (16, 64, 4), (128, 32, 8), (16, 16, 2)]
 # Elementwise: (BLOCK, num_warps), wide blocks with enough warps to issue their loads.
+ELEMENTWISE_PRESETS = [(1024, 4), (2048, 8), (4096, 8), (1024, 8), (2048, 4), (4096, 4)]
 #: A size step this much slower than the best (or more) closes its direction for the session.
 DEAD_END_SPEEDUP = 0.8
-
-ELEMENTWISE_PRESETS = [(1024, 4), (2048, 8), (4096, 8), (1024, 8), (2048, 4), (4096, 4)]
 
 
 def rowwise_warps(block: int) -> list[int]:
@@ -179,8 +178,9 @@ class DeterministicAdvisor:
         out: list[Candidate] = []
         known_good: list[Candidate] = []
         seen: set[str] = set()
-        dead = self._dead_ends(ctx)
-        for cand in self._moves(ctx):
+        knobs = self._knobs(ctx, ctx.best_source)
+        dead = self._dead_ends(ctx, knobs)
+        for cand in self._moves(ctx, knobs):
             d = source_digest(cand.source)
             if d in tried or d in seen:
                 continue
@@ -202,13 +202,13 @@ class DeterministicAdvisor:
                 break
         return (known_good + out)[:n]
 
-    def _dead_ends(self, ctx: TuneContext) -> list[tuple[str, int, bool]]:
+    def _dead_ends(self, ctx: TuneContext, knobs: Knobs) -> list[tuple[str, int, bool]]:
         """(size knob, value, upward) for each single size step this session measured at least
         ``1 / DEAD_END_SPEEDUP`` times slower than the best it was screened against: sizes at or
         beyond it in that direction are not proposed again. On the softmax example (H200) a
         16384-element block was 0.73x of the 4096 one; the search then spent 15 s of a 50 s session
-        on 32768 (a 10 s compile) and 16384 again from later bests, and ended at 0.94 of its grid."""
-        knobs = self._knobs(ctx, ctx.best_source)
+        on 32768 (a 10 s compile) and 16384 again from later bests, and ended at 0.94 of its grid.
+        ``knobs``: the best's."""
         out: list[tuple[str, int, bool]] = []
         for a in ctx.history:
             p = {k: v for k, v in a.candidate.params.items() if k != "preset"}
@@ -253,9 +253,9 @@ class DeterministicAdvisor:
         runtime = getattr(ctx.knobs, "runtime", None)
         return knobs.with_runtime(runtime) if runtime else knobs
 
-    def _moves(self, ctx: TuneContext) -> Iterable[Candidate]:
+    def _moves(self, ctx: TuneContext, knobs: Knobs) -> Iterable[Candidate]:
+        """Every move from the best, most promising first; ``knobs``: the best's."""
         src = ctx.best_source
-        knobs = self._knobs(ctx, src)
         if not knobs.kernels:
             from advisors.cuda_knobs import needs_cuda
 
