@@ -81,8 +81,7 @@ def _compile_on_meta(job: dict, emit, timeout: int) -> int:
     the kernel on meta tensors shaped like the bench inputs. The grid's warm-up runs beside a
     tune that is measuring: it used to make its inputs on the GPU, fourteen processes at a time,
     each with a CUDA context, a ~260 MB random fill and allocations, in the middle of profd's
-    timed calls."""
-    sys.path.insert(0, str(HERE.parents[1]))
+    timed calls. ``job["meta"]``: from :func:`specs`."""
     from profd.harness import precompile as P
     from profd.harness.target import load_target
 
@@ -173,7 +172,7 @@ def _child(job_path: str) -> int:
     sys.path.insert(0, str(HERE.parents[1]))
     from profd.harness.target import load_target
 
-    if job.get("compile_only") and job.get("meta"):
+    if job.get("compile_only"):
         return _compile_on_meta(job, emit, timeout)
     base = load_target(Path(job["base"]))
     shape = dict(base.bench_shape)
@@ -184,30 +183,6 @@ def _child(job_path: str) -> int:
     device = torch.device("cuda" if torch.cuda.is_available() and not quick else "cpu")
     inputs = make_inputs(base, shape, 0, device)
     clone = lambda: [x.clone() if isinstance(x, torch.Tensor) else x for x in inputs]  # noqa: E731
-    if job.get("compile_only"):
-        # Fill the on-disk cache without launching anything: this runs beside a tune that is
-        # measuring on the same GPU. Triton's own warm-up path compiles and returns.
-        from triton.runtime import jit
-
-        orig = jit.JITFunction.run
-
-        def compile_only(self, *a, **k):
-            k["warmup"] = True
-            return orig(self, *a, **k)
-
-        jit.JITFunction.run = compile_only
-        for v in job["variants"]:
-            rec = {"variant": v["id"], "knobs": v["knobs"]}
-            try:
-                signal.alarm(timeout)
-                load_target(Path(v["path"])).kernel(*inputs)
-                rec["ok"] = True
-            except Exception as e:  # noqa: BLE001 - the timing pass reports it properly
-                rec["error"] = f"{type(e).__name__}: {e}"[:300]
-            finally:
-                signal.alarm(0)
-            emit(rec)
-        return 0
     ref = base.reference(*clone())
     from profd.harness.verify import compare_strict
 
@@ -300,7 +275,7 @@ def run_files(base: Path, todo: list[dict], args: argparse.Namespace, work: Path
     env = dict(os.environ)
     if args.quick or args.interpret:
         env["TRITON_INTERPRET"] = "1"
-    if getattr(args, "compile_only", False) and getattr(args, "meta", None):
+    if getattr(args, "compile_only", False):
         env["CUDA_VISIBLE_DEVICES"] = ""  # a compile on meta tensors: the GPU being measured stays out of reach
     done: dict = {}
     reference_pending = True
