@@ -302,12 +302,28 @@ def measured_spec(m: Measurement) -> Any:
         return None
 
 
+def reusable(profiled: Any, source: str, counters: bool, force_cpu: bool) -> bool:
+    """May ``profiled`` (a ProfileResult) stand for the session's baseline profile of ``source``?
+
+    Only when it measured exactly this content and found it correct, on the backend this session
+    measures on (a CPU-interpreter verdict says nothing of a GPU), and holds the counter pass
+    the session asked for (a save profiled without counters is profiled again)."""
+    m = getattr(profiled, "measurement", None)
+    if m is None or not m.correct or m.timing is None or m.content_hash != source_sha256(source):
+        return False
+    on_cpu = m.device is None or m.device.backend == "cpu"
+    if force_cpu and not on_cpu:
+        return False
+    return not (counters and not on_cpu and getattr(profiled, "counters", None) is None)
+
+
 def tune(path: Path, store: Store, *, budget: int = 24, time_budget_s: Optional[float] = None,
          advisors: Optional[list[Advisor]] = None, runner: Optional[harness.Runner] = None,
          counters: bool = False, force_cpu: bool = False, timeout_s: float = 120.0, kind: str = "tune",
          progress: Optional[Progress] = None, should_stop: Callable[[], bool] = lambda: False,
          stop_reason: Optional[Callable[[], str]] = None, device_spec: Any = None, batch: int = 2,
-         allow_fallback: bool = False, warm: Any = None, gpu_index: Optional[int] = None) -> TuneResult:
+         allow_fallback: bool = False, warm: Any = None, gpu_index: Optional[int] = None,
+         profiled: Any = None) -> TuneResult:
     """Tune ``path`` with ``budget`` candidates (and optionally a time budget in seconds).
 
     ``should_stop`` is polled between candidates (and a measurement in flight when it
@@ -315,7 +331,9 @@ def tune(path: Path, store: Store, *, budget: int = 24, time_budget_s: Optional[
     (default: pre-empted). Whatever stops it, the session is closed with the best
     found so far recorded and its patch written. ``warm`` (a WarmWorker) lets the judge
     fork its candidate children instead of starting each cold; ``allow_fallback`` lets a
-    candidate that launches no kernel of its own (plain PyTorch) be kept.
+    candidate that launches no kernel of its own (plain PyTorch) be kept. ``profiled``: a
+    ProfileResult of this file already in hand (the daemon's save verdict); used as the
+    baseline's profile when it measured the file's current content, correct, on this backend.
     """
     from advisors.rewriters.deterministic import DeterministicAdvisor
     from profd.flow.profile import profile
@@ -335,8 +353,10 @@ def tune(path: Path, store: Store, *, budget: int = 24, time_budget_s: Optional[
         # One verification call per shape (profd profile makes three): the judge checks the original
         # again, and every kept candidate is checked on every shape in a process of its own. At GPU
         # sizes each call costs its transfer and a float64 comparison (fla's matmul: 21 s of start-up).
-        base = profile(path, store, counters=counters, timeout_s=timeout_s, force_cpu=force_cpu, runner=runner,
-                       cancelled=should_stop, gpu_index=gpu_index, trials=1)
+        base = profiled if reusable(profiled, original, counters, force_cpu) else None
+        if base is None:
+            base = profile(path, store, counters=counters, timeout_s=timeout_s, force_cpu=force_cpu, runner=runner,
+                           cancelled=should_stop, gpu_index=gpu_index, trials=1)
     except BaseException:
         judge.close()
         raise
@@ -348,6 +368,8 @@ def tune(path: Path, store: Store, *, budget: int = 24, time_budget_s: Optional[
     result = TuneResult(target=str(path), session_id=session, baseline=m0, best_source=original,
                         best_candidate=None, baseline_ms=baseline_ms, best_ms=baseline_ms, evaluated=0)
     result.startup["profile_s"] = round(t_profiled - t0, 3)
+    if base is profiled:
+        result.startup["profile_reused"] = 1.0
     # Of which the measuring child (the rest: the warm worker's start, NVML, the report).
     result.startup["profile_child_s"] = round(float(m0.wall_s or 0.0), 3)
     ready_at = getattr(runner, "ready_at", None)
@@ -723,7 +745,7 @@ def tune_job(ctx: JobContext, job: Job) -> None:
     res = tune(path, ctx.store, budget=budget, advisors=build_advisors(cfg), runner=ctx.runner, warm=ctx.runner,
                counters=cfg.run.counters and ctx.has_gpu, force_cpu=cfg.run.force_cpu,
                timeout_s=cfg.run.timeout_s, kind=job.kind.value, should_stop=lambda: ctx.should_yield(job),
-               gpu_index=ctx.gpu_index)
+               gpu_index=ctx.gpu_index, profiled=ctx.recent_profiles.get(str(path.resolve())))
     if res.stopped.startswith("pre-empted"):
         ctx.queue.requeue(job, "pre-empted by a save; will resume")
         ctx.say(f"tuning {path.name} paused for a save ({res.evaluated} candidates tried)")

@@ -9,7 +9,7 @@ never depend on the daemon.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 if TYPE_CHECKING:
@@ -41,6 +41,10 @@ class JobContext:
     say: Callable[[str], None] = lambda text: None
     #: ``event(kind, text, **data)``: a structured line (``profd watch --json``).
     event: Callable[..., None] = _no_event
+    #: The slot's last profile of each target (path -> ProfileResult), kept across jobs: the TUNE
+    #: job a save queues starts from that save's verdict and report when the file is unchanged,
+    #: instead of measuring it again and re-running the counter pass (ncu: seconds to a minute).
+    recent_profiles: dict[str, Any] = field(default_factory=dict)
 
     def should_yield(self, job: "Job") -> bool:
         """Stop now, or step aside: a more urgent job (a save) waits and no slot is free for it."""

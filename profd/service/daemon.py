@@ -253,7 +253,8 @@ class Daemon:
         return JobContext(config=slot_config(self.cfg, slot), store=queue.store, queue=queue, runner=slot.runner,
                           slot_id=slot.id, has_gpu=slot.has_gpu, gpu_index=slot.nvml_index,
                           stop_requested=lambda: self.stop_requested.is_set() or slot.cancel.is_set(),
-                          daemon_stopping=self.stop_requested.is_set, say=say, event=event)
+                          daemon_stopping=self.stop_requested.is_set, say=say, event=event,
+                          recent_profiles=slot.extra.setdefault("recent_profiles", {}))
 
     def _run_job(self, job: Job, slot: Slot) -> None:
         """The executor's job function: ``run_job`` on the slot's own thread and connection."""

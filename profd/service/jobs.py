@@ -49,6 +49,7 @@ def profile_job(ctx: JobContext, job: Job) -> None:
     res = profile(path, ctx.store, counters=cfg.counters and ctx.has_gpu, full_set=cfg.full_set,
                   timeout_s=cfg.timeout_s, force_cpu=cfg.force_cpu, runner=ctx.runner,
                   cancelled=ctx.stop_requested, gpu_index=ctx.gpu_index, on_step=on_step)
+    ctx.recent_profiles[str(path.resolve())] = res
     ctx.queue.finish(job, JobState.DONE, "" if res.measurement.correct else res.measurement.verdict.status.value)
     if cfg.auto_tune_budget > 0 and res.measurement.correct:
         ctx.queue.enqueue(path, JobKind.TUNE, res.measurement.content_hash)
