@@ -8,7 +8,8 @@ kernelbench_relu):
 * **cli**: ``profd tune FILE --budget N --no-llm --json`` as a subprocess, one per kernel.
   The wall time runs from spawning the process to its exit: Python start-up, the warm
   worker's zygote (torch + Triton import), the baseline and every candidate included.
-* **daemon**: ``profd watch DIR --no-counters --tune N`` on a directory holding copies of
+* **daemon**: ``profd watch DIR --no-counters --tune N`` (``--counters``: with the counter pass,
+  as ``profd watch`` runs by default) on a directory holding copies of
   the kernels: the start-up scan profiles each, then tunes it (a TUNE job). Reported
   twice: per tuning session (the TUNE job, baseline included) and overall, from the
   daemon's launch to the last session's end (start-up, profiles and tuning included).
@@ -88,8 +89,12 @@ def cli_one(name: str, path: Path, budget: int, quick: bool, timeout_s: float) -
     }
 
 
+def _median(xs: list[float]) -> Optional[float]:
+    return round(statistics.median(xs), 3) if xs else None
+
+
 def daemon_run(names: list[str], files: dict[str, Path], budget: int, quick: bool, timeout_s: float,
-               watch: Path) -> dict[str, Any]:
+               watch: Path, counters: bool = False) -> dict[str, Any]:
     """``profd watch --tune N`` on copies of the kernels; sessions read back from its store."""
     if C.watchdog_missing():
         return {"error": C.watchdog_missing()}
@@ -100,7 +105,7 @@ def daemon_run(names: list[str], files: dict[str, Path], budget: int, quick: boo
     state = watch.parent / "daemon-state"
     os.environ["PROFD_STATE_DIR"] = str(state)
     t0 = time.time()
-    d = C.DaemonProc(watch, counters=False, cpu=quick, extra_args=["--tune", str(budget)])
+    d = C.DaemonProc(watch, counters=counters, cpu=quick, extra_args=["--tune", str(budget)])
     done = False
     cut: Optional[BaseException] = None
     try:
@@ -129,12 +134,24 @@ def daemon_run(names: list[str], files: dict[str, Path], budget: int, quick: boo
     con = C.db_connect(state)
     try:
         rows = [dict(r) for r in con.execute("SELECT * FROM tune_sessions WHERE kind='tune' ORDER BY id")]
+        # When each candidate's verdict was recorded: where a daemon session's time went (its
+        # start-up is the wait before the first, which includes that candidate's own children).
+        marks = {r["id"]: [(c[0], bool(c[1])) for c in con.execute(
+            "SELECT created_at, accepted FROM candidates WHERE session_id=? ORDER BY id", (r["id"],))] for r in rows}
     finally:
         con.close()
     sessions = []
     for r in rows:
         wall = (r["finished_at"] or time.time()) - r["started_at"]
+        gaps, prev = [], r["started_at"]
+        for at, accepted in marks.get(r["id"], []):
+            gaps.append({"s": round(at - prev, 3), "kept": accepted})
+            prev = at
         sessions.append({"example": Path(r["target"]).stem, "evaluated": r["evaluated"], "stopped": r["stopped"],
+                         "to_first_verdict_s": gaps[0]["s"] if gaps else None,
+                         "median_loser_s": _median([g["s"] for g in gaps[1:] if not g["kept"]]),
+                         "median_kept_s": _median([g["s"] for g in gaps[1:] if g["kept"]]),
+                         "candidate_gaps": gaps,
                          "session_wall_s": wall, "best_candidate": r["best_candidate"],
                          "speedup": (r["baseline_ms"] / r["best_ms"]) if r["baseline_ms"] and r["best_ms"] else None,
                          "candidates_per_min": r["evaluated"] / (wall / 60.0) if wall > 0 else None})
@@ -158,6 +175,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--budget", type=int, default=None, help="candidates per kernel (default 24; quick 3)")
     p.add_argument("--paths", default="cli,daemon", help="cli, daemon or both (default cli,daemon)")
     p.add_argument("--warm-cache", action="store_true", help="keep Triton's existing compile cache")
+    p.add_argument("--counters", action="store_true",
+                   help="the daemon with its counter pass on each save (profd watch's default)")
     args = p.parse_args(argv)
     C.setup_quick(args.quick)
     C.install_sigterm()
@@ -185,7 +204,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         summary["meets_target"] = all(r is not None and r >= TARGET_PER_MIN for r, want in
                                       zip(rates, ["cli" in paths, "daemon" in paths]) if want)
         m = C.meta(QUESTION, args.quick, {"budget": budget, "examples": names, "advisor": "deterministic",
-                                          "paths": paths, "triton_cache": "warm" if args.warm_cache else "fresh"})
+                                          "paths": paths, "daemon_counters": args.counters,
+                                          "triton_cache": "warm" if args.warm_cache else "fresh"})
         m["elapsed_s"] = time.time() - t_start
         m["complete"] = final
         out = C.write_json(C.result_path(args.out, QUESTION, m), {"meta": m, **result, "summary": summary})
@@ -205,7 +225,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(f"[{time.time() - t_start:6.1f} s] daemon: profd watch --tune {budget} on {len(names)} kernels ...",
                   flush=True)
             result["daemon"] = daemon_run(names, files, budget, args.quick, timeout_s * len(names),
-                                          scratch / "watched")
+                                          scratch / "watched", counters=args.counters)
             if result["daemon"].get("cut_short"):
                 raise SystemExit(143)  # the sessions that ended are written by the finally below
     finally:
@@ -228,8 +248,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         if dm.get("error"):
             print(f"daemon: {dm['error']}")
         else:
-            print(C.table(["daemon: example", "evaluated", "session s", "cand/min"],
-                          [[s["example"], s["evaluated"], s["session_wall_s"], s["candidates_per_min"]]
+            print(C.table(["daemon: example", "evaluated", "session s", "cand/min", "to 1st verdict s",
+                           "loser s (med)", "kept s (med)"],
+                          [[s["example"], s["evaluated"], s["session_wall_s"], s["candidates_per_min"],
+                            s.get("to_first_verdict_s"), s.get("median_loser_s"), s.get("median_kept_s")]
                            for s in dm["sessions"]]))
             print(f"daemon overall, from launch: {C.fmt(dm['candidates_per_min_from_launch'])} candidates/min "
                   f"({dm['evaluated']} in {C.fmt(dm['wall_from_launch_s'])} s)")
