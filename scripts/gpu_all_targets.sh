@@ -3,6 +3,7 @@
 # three GPU calls on one commit (a call is at most 10 minutes), plus the daemon's throughput and the
 # CuPy example tuned against its grid (issue 16). PART=a|b|c picks the call. Each step has its own
 # cap and writes under $OUT as it goes ($OUT brings back 8 files at most).
+#   THR_ARGS: extra bench/throughput.py arguments (--counters: the daemon as profd watch runs by default).
 #   TUNE_TO: the bench's limit per tune (profd tune --time TUNE_TO-40); matmul/fla_matmul get TUNE_TO_BIG.
 set -u
 cd "$(dirname "$0")/.."
@@ -20,7 +21,7 @@ timeout ${TVG_S:-540} python3 bench/tune_vs_grid.py --corpus .rw --examples exam
 grep -E "^==|tuned/grid|specs" $O/tvg.log
 if [ "${PART:-a}" = b ] && [ "${THR_S:-0}" -gt 0 ]; then
   timeout $THR_S python3 bench/throughput.py --paths daemon --examples vector_add,softmax --budget 24 \
-    --out $O > $O/thr.log 2>&1
+    ${THR_ARGS:-} --out $O > $O/thr.log 2>&1
   tail -8 $O/thr.log | cut -c1-400
 fi
 if [ "${PART:-a}" = c ] && [ "${CUDA_S:-0}" -gt 0 ]; then

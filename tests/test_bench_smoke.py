@@ -177,3 +177,46 @@ def test_the_grid_warm_up_compiles_for_the_gpu_without_touching_it(tmp_path: Pat
             os.environ["TRITON_CACHE_DIR"] = old
     assert all(done[i].get("ok") for i in range(2)), done
     assert len({p.parent for p in cache.rglob("*.cubin")}) >= 2, sorted(cache.rglob("*"))  # one kernel per point
+
+
+def test_the_head_to_head_retimes_the_tuned_file_against_the_sweeps_fastest_points() -> None:
+    """bench/tune_vs_grid's headline ratio: the tuned file and the sweep's three fastest points,
+    re-timed interleaved; the sweep's own ratio (the least of many noisy figures) kept beside it."""
+    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(ROOT / "bench" / "realworld"))
+    from bench import tune_vs_grid as TVG
+    from bench.realworld import grid as G
+
+    class Mod:
+        def __init__(self, ms: float) -> None:
+            self.ms = ms
+
+        def kernel(self) -> float:
+            return self.ms
+
+    # a sweep where point 2 came out lucky (1.50) though it runs as fast as the tuned file (1.60)
+    sweep = {"as_written": 4.0, "tuned": 1.62, 0: 2.0, 1: 1.65, 2: 1.50, 3: 1.70, 4: 1.9}
+    true = {"as_written": 4.0, "tuned": 1.60, 0: 2.0, 1: 1.65, 2: 1.61, 3: 1.70, 4: 1.9}
+    recs = {k: {"variant": k, "ms": v, "knobs": {"P": k}} for k, v in sweep.items()}
+    mods = {k: Mod(v) for k, v in true.items()}
+    order: list = []
+
+    def timer(fn):  # type: ignore[no-untyped-def]
+        ms = fn()
+        order.append(ms)
+        return ms
+
+    G._head_to_head(recs, mods, [], timer, 4, 10)
+    timed = {k for k, r in recs.items() if r.get("final_ms")}
+    assert timed == {"tuned", 2, 1, 3}  # the tuned file and the sweep's three fastest, never as-written
+    assert all(len(recs[k]["final_ms"]) == 4 for k in timed)
+    assert order[:4] == [1.60, 1.61, 1.65, 1.70] and order[4:8] == [1.70, 1.65, 1.61, 1.60]  # ABCD, DCBA
+    res = {"tuned_over_grid": round(1.50 / 1.62, 3)}
+    TVG.head_to_head(res, recs)
+    assert res["tuned_over_grid_sweep"] == 0.926
+    assert res["tuned_over_grid"] == round(1.61 / 1.60, 3)
+    assert res["head_to_head"]["grid_knobs"] == {"P": 2} and res["head_to_head"]["rounds"] == 4
+    # without the tuned file's rounds the sweep's ratio stands
+    res2 = {"tuned_over_grid": 0.9}
+    TVG.head_to_head(res2, {k: v for k, v in recs.items() if k != "tuned"})
+    assert res2 == {"tuned_over_grid": 0.9}

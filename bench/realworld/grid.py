@@ -256,9 +256,38 @@ def _child(job_path: str) -> int:
                     rec["error"] = f"second pass: {type(e).__name__}: {e}"[:500]
                 finally:
                     signal.alarm(0)
+        _head_to_head(recs, mods, inputs, device_timer, int(job.get("head_to_head") or 0), timeout)
         for v in job["variants"]:
             emit(recs[v["id"]])
     return 0
+
+
+#: How many of the sweep's fastest grid points meet profd's tuned file in the head-to-head.
+HEAD_TO_HEAD_TOP = 3
+
+
+def _head_to_head(recs: dict, mods: dict, inputs: list, device_timer, rounds: int, timeout: int) -> None:
+    """The tuned file against the sweep's fastest grid points, interleaved (ABCD, DCBA, ...) for
+    ``rounds`` rounds: ``final_ms`` on each. The sweep's best is the least of ~50 noisy figures, so
+    it is biased low (at 1.6 ms a bf16 matmul's figures moved by 3-5% between passes on an H200),
+    and a tuned file with the grid best's very configuration came out 0.95 of it (2026-12-03)."""
+    if rounds <= 0 or "tuned" not in mods:
+        return
+    ranked = sorted((recs[i]["ms"], str(i), i) for i in mods
+                    if i not in ("as_written", "tuned") and recs[i].get("ms"))
+    ids = ["tuned", *[i for _, _, i in ranked[:HEAD_TO_HEAD_TOP]]]
+    if len(ids) < 2:
+        return
+    for r in range(rounds):
+        for i in (ids if r % 2 == 0 else ids[::-1]):
+            try:
+                signal.alarm(timeout)
+                recs[i].setdefault("final_ms", []).append(device_timer(lambda: mods[i].kernel(*inputs)))
+            except Exception as e:  # noqa: BLE001 - the sweep's figures stand
+                recs[i]["error"] = f"head-to-head: {type(e).__name__}: {e}"[:500]
+                return
+            finally:
+                signal.alarm(0)
 
 
 # --------------------------------------------------------------------------------------- parent
@@ -288,7 +317,8 @@ def run_files(base: Path, todo: list[dict], args: argparse.Namespace, work: Path
             "base": str(path), "variants": rest, "quick": args.quick, "time_reference": reference_pending,
             "variant_timeout": args.variant_timeout, "warmup_ms": args.warmup_ms, "rep_ms": args.rep_ms,
             "compile_only": bool(getattr(args, "compile_only", False)), "meta": getattr(args, "meta", None),
-            "device_time": bool(getattr(args, "device_time", False))}))
+            "device_time": bool(getattr(args, "device_time", False)),
+            "head_to_head": int(getattr(args, "head_to_head", 0) or 0)}))
         proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--child", str(job)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                                 start_new_session=True)
