@@ -243,7 +243,12 @@ def cmd_tune(args: argparse.Namespace) -> int:
                  f"{f', {args.time:g} s' if args.time is not None else ''}); Ctrl-C stops and keeps the best so far")
         with Store() as store:
             try:
+                # A profile of this very content from the last minutes (the daemon's verdict on the
+                # save, ``profd profile``) stands for the baseline's: no second measurement.
+                from profd.flow.profile import recent_profile
+
                 res = tune(path, store, budget=args.budget, time_budget_s=args.time, advisors=advisors,
+                           profiled=recent_profile(store, path), device_name=dev.name,
                            runner=runner, counters=args.counters and has_gpu, force_cpu=args.cpu,
                            timeout_s=args.timeout, progress=prog, should_stop=stop.is_set, warm=runner,
                            allow_fallback=args.allow_fallback,

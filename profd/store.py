@@ -204,6 +204,14 @@ class Store:
         d["findings"] = json.loads(d["findings"]) if d["findings"] else None
         return d
 
+    def latest_profile(self, target: Path | str, content_hash: str, since: float) -> Optional[dict[str, Any]]:
+        """The newest diagnosed profile run (``run``'s full form) of exactly this content since ``since``."""
+        row = self.db.execute(
+            "SELECT id FROM runs WHERE target=? AND content_hash=? AND kind='profile' AND started_at>=? "
+            "AND report IS NOT NULL ORDER BY id DESC LIMIT 1",
+            (str(Path(target).resolve()), content_hash, since)).fetchone()
+        return self.run(int(row[0])) if row else None
+
     def targets(self) -> list[str]:
         """Every target with at least one stored run."""
         return [r[0] for r in self.db.execute("SELECT DISTINCT target FROM runs ORDER BY target")]

@@ -61,3 +61,31 @@ def test_the_daemon_tunes_a_saved_file_without_measuring_it_twice(tmp_path: Path
     assert len(sessions) == 1 and sessions[0][1] == 1, (sessions, out.stdout[-2000:])
     # one profile of the file: the save's; the tune session started from it
     assert runs == [("profile", sessions[0][0])], runs
+
+
+def test_profd_tune_starts_from_a_recent_profile_of_the_same_content_only(tmp_path: Path) -> None:
+    import json
+
+    f = tmp_path / "vector_add.py"
+    shutil.copy(ROOT / "examples" / "kernels" / "vector_add.py", f)
+    env = dict(os.environ, PROFD_STATE_DIR=str(tmp_path / "state"), PROFD_CONFIG=str(tmp_path / "none.toml"))
+
+    def cli(*args: str) -> dict:
+        cp = subprocess.run([sys.executable, "-m", "profd.cli", *args, "--json"], env=env, capture_output=True,
+                            text=True, timeout=600)
+        assert cp.returncode == 0, cp.stdout[-2000:] + cp.stderr[-2000:]
+        return json.loads(cp.stdout)
+
+    def runs() -> int:
+        with sqlite3.connect(tmp_path / "state" / "profd.db") as c:
+            return int(c.execute("SELECT COUNT(*) FROM runs").fetchone()[0])
+
+    cli("profile", str(f))
+    assert runs() == 1
+    first = cli("tune", str(f), "--budget", "1", "--no-llm")
+    assert first["startup"].get("profile_reused") == 1.0 and runs() == 1, first["startup"]
+    # the same session figures as a measured start: the judge timed the original itself
+    assert first["baseline_ms"] and first["evaluated"] == 1
+    f.write_text(f.read_text() + "\n# edited after the profile\n")
+    second = cli("tune", str(f), "--budget", "1", "--no-llm")
+    assert "profile_reused" not in second["startup"] and runs() == 2, second["startup"]

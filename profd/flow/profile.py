@@ -6,6 +6,7 @@ The watcher, the CLI's ``profd profile`` and nightly runs all go through
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
@@ -106,6 +107,28 @@ def profile(path: Path, store: Store, *, counters: bool = False, full_set: bool 
     store.attach_report(run_id, res.report, [f.to_dict() for f in res.findings])
     on_step("report", res)
     return res
+
+
+#: How old a stored profile may be for ``profd tune`` to start from it (a save's verdict from the
+#: daemon, ``profd profile`` just before): the judge times the original again in any case.
+REUSE_WITHIN_S = 900.0
+
+
+def recent_profile(store: Store, path: Path, within_s: float = REUSE_WITHIN_S) -> Optional[ProfileResult]:
+    """The newest stored profile of ``path``'s current content, if it ran in the last
+    ``within_s`` seconds, rebuilt as a ProfileResult (its counter table is not stored: None);
+    None when there is none or it cannot be read back."""
+    from profd.harness.target import content_hash
+
+    try:
+        row = store.latest_profile(path, content_hash(path), time.time() - within_s)
+        if row is None:
+            return None
+        m = Measurement.from_dict(row["measurement"])
+        findings = [Finding.from_dict(f) for f in row.get("findings") or []]
+    except Exception:  # an unreadable row: measure instead
+        return None
+    return ProfileResult(measurement=m, run_id=int(row["id"]), findings=findings, report=row.get("report") or "")
 
 
 def _nvml_snapshot(index: Optional[int]) -> Any:

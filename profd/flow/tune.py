@@ -302,14 +302,18 @@ def measured_spec(m: Measurement) -> Any:
         return None
 
 
-def reusable(profiled: Any, source: str, counters: bool, force_cpu: bool) -> bool:
+def reusable(profiled: Any, source: str, counters: bool, force_cpu: bool, device: Optional[str] = None) -> bool:
     """May ``profiled`` (a ProfileResult) stand for the session's baseline profile of ``source``?
 
     Only when it measured exactly this content and found it correct, on the backend this session
     measures on (a CPU-interpreter verdict says nothing of a GPU), and holds the counter pass
-    the session asked for (a save profiled without counters is profiled again)."""
+    the session asked for (a save profiled without counters is profiled again). ``device``: the
+    session's device in words (``profd tune``'s "NVIDIA H200 (GPU 0)"), which must name the
+    profile's."""
     m = getattr(profiled, "measurement", None)
     if m is None or not m.correct or m.timing is None or m.content_hash != source_sha256(source):
+        return False
+    if device is not None and (m.device is None or m.device.name.lower() not in device.lower()):
         return False
     on_cpu = m.device is None or m.device.backend == "cpu"
     if force_cpu and not on_cpu:
@@ -323,7 +327,7 @@ def tune(path: Path, store: Store, *, budget: int = 24, time_budget_s: Optional[
          progress: Optional[Progress] = None, should_stop: Callable[[], bool] = lambda: False,
          stop_reason: Optional[Callable[[], str]] = None, device_spec: Any = None, batch: int = 2,
          allow_fallback: bool = False, warm: Any = None, gpu_index: Optional[int] = None,
-         profiled: Any = None) -> TuneResult:
+         profiled: Any = None, device_name: Optional[str] = None) -> TuneResult:
     """Tune ``path`` with ``budget`` candidates (and optionally a time budget in seconds).
 
     ``should_stop`` is polled between candidates (and a measurement in flight when it
@@ -333,7 +337,8 @@ def tune(path: Path, store: Store, *, budget: int = 24, time_budget_s: Optional[
     fork its candidate children instead of starting each cold; ``allow_fallback`` lets a
     candidate that launches no kernel of its own (plain PyTorch) be kept. ``profiled``: a
     ProfileResult of this file already in hand (the daemon's save verdict); used as the
-    baseline's profile when it measured the file's current content, correct, on this backend.
+    baseline's profile when it measured the file's current content, correct, on this backend
+    (on ``device_name``, where given: see :func:`reusable`).
     """
     from advisors.rewriters.deterministic import DeterministicAdvisor
     from profd.flow.profile import profile
@@ -353,7 +358,7 @@ def tune(path: Path, store: Store, *, budget: int = 24, time_budget_s: Optional[
         # One verification call per shape (profd profile makes three): the judge checks the original
         # again, and every kept candidate is checked on every shape in a process of its own. At GPU
         # sizes each call costs its transfer and a float64 comparison (fla's matmul: 21 s of start-up).
-        base = profiled if reusable(profiled, original, counters, force_cpu) else None
+        base = profiled if reusable(profiled, original, counters, force_cpu, device_name) else None
         if base is None:
             base = profile(path, store, counters=counters, timeout_s=timeout_s, force_cpu=force_cpu, runner=runner,
                            cancelled=should_stop, gpu_index=gpu_index, trials=1)
