@@ -15,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
@@ -39,16 +40,17 @@ def _child(code: str, env: dict[str, str], cwd: Path) -> dict:
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-def _compile_ahead(tmp_path: Path, cand: Path, dtype: str) -> tuple[dict, dict[str, str]]:
-    """Run the compile-only process on ``cand`` for an H200, from a [64, 1000] meta input of
-    ``dtype``: (its result, the environment it ran with). Skips where it refuses to run."""
+def _compile_ahead(tmp_path: Path, cand: Path, dtype: str, specs: Optional[list[dict]] = None
+                   ) -> tuple[dict, dict[str, str]]:
+    """Run the compile-only process on ``cand`` for an H200, from ``specs`` (default a [64, 1000]
+    meta input of ``dtype``): (its result, the environment it ran with). Skips where it refuses to run."""
     from profd.harness.candidate_caches import private_cache_env
 
     env = {**os.environ, **private_cache_env(tmp_path / "caches", cand.read_bytes()),
            "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "CUDA_VISIBLE_DEVICES": ""}
     scratch = tmp_path / "scratch"
     scratch.mkdir()
-    specs = [{"shape": [64, 1000], "stride": [1000, 1], "offset": 0, "dtype": dtype, "grad": False}]
+    specs = specs or [{"shape": [64, 1000], "stride": [1000, 1], "offset": 0, "dtype": dtype, "grad": False}]
     req = {"original": str(cand), "candidate": str(cand), "sys_path": [str(cand.parent)], "target": H200,
            "inputs": {"0": specs}}
     (scratch / "request.json").write_text(json.dumps(req))
@@ -196,19 +198,67 @@ def test_the_warm_worker_fills_tritons_per_process_keys_before_any_fork() -> Non
     assert out["again"] < 0.01, out  # inherited by forks as a cached value, not recomputed
 
 
-def test_flaggems_launch_inside_torch_cuda_device_is_compiled_ahead(tmp_path: Path) -> None:
-    """FlagGems' log-softmax wrapper, as upstream wrote it, launches inside
-    ``with torch_device_fn.device(inp.device):``; on meta tensors that refused the device and
-    every FlagGems candidate compiled nothing ahead ("compiled 0" on an H200)."""
+def _corpus_target(tmp_path: Path, name: str) -> Path:
+    """The corpus target ``name``, materialized as upstream wrote it (skips without the wheels)."""
     from bench.realworld import materialize as mat
 
     try:
-        [cand] = mat.materialize(tmp_path / "user", only=["flaggems_log_softmax"])
+        [cand] = mat.materialize(tmp_path / "user", only=[name])
     except mat.CorpusError as e:
         if "pip download" in str(e):
             pytest.skip(f"wheels unavailable: {e}")
         raise
+    return cand
+
+
+def test_flaggems_launch_inside_torch_cuda_device_is_compiled_ahead(tmp_path: Path) -> None:
+    """FlagGems' log-softmax wrapper, as upstream wrote it, launches inside
+    ``with torch_device_fn.device(inp.device):``; on meta tensors that refused the device and
+    every FlagGems candidate compiled nothing ahead ("compiled 0" on an H200)."""
+    cand = _corpus_target(tmp_path, "flaggems_log_softmax")
     got, env = _compile_ahead(tmp_path, cand, "bfloat16")
     assert "error" not in got["shapes"]["0"], got
     assert got["compiled"] >= 1, got
     assert list(Path(env["TRITON_CACHE_DIR"]).rglob("*.cubin")), got
+
+
+def test_a_wrapper_that_reads_a_count_off_its_inputs_is_compiled_ahead_under_the_key_its_child_uses(
+        tmp_path: Path) -> None:
+    """Liger's cross-entropy, as upstream wrote it, counts its targets with ``.item()`` before it
+    launches: on meta tensors that raised and none of its candidates compiled ahead (0 of 25 on an
+    H200). Now the read answers a guess per Triton key class; a process with the real tensors
+    (7 of 8 targets counted: not a multiple of 16) then finds its kernel and builds nothing."""
+    import torch
+
+    from profd.harness.precompile import specs_of
+
+    cand = _corpus_target(tmp_path, "liger_cross_entropy")
+    shape = dict(BT=8, V=300)
+    # The inputs as on the GPU (bf16 logits there), on the CPU: the module picks its code by device
+    # when imported (libdevice's tanh on a GPU), so both processes import it as on an H200.
+    specs = specs_of([torch.randn(8, 300, dtype=torch.bfloat16), torch.randint(0, 300, (8,))])
+    got, env = _compile_ahead(tmp_path, cand, "", specs)
+    scratch = tmp_path / "scratch"
+    assert "error" not in got["shapes"]["0"], got
+    assert got["compiled"] == 2, got  # one variant per key class of the count it read
+    cache = Path(env["TRITON_CACHE_DIR"])
+    cubins = sorted(p.name for p in cache.rglob("*.cubin"))
+    assert len(cubins) == 2, cubins
+    second = _child(f"""
+        import json, sys, torch
+        from pathlib import Path
+        from profd.harness import precompile as P
+        from profd.harness.target import import_file, load_target
+        from profd.harness.verify import make_inputs
+        sys.path.insert(0, {str(cand.parent)!r})
+        P._pretend({H200!r})
+        t = load_target(Path({str(cand)!r}))
+        t.module.DEVICE = "cpu"  # real tensors, with the dtypes it makes on a GPU
+        inputs = make_inputs(t, {shape!r}, 0, torch.device("cpu"))
+        n = {{"launches": 0, "compiles": 0}}
+        P._compile_only(n)
+        t.kernel(*inputs)
+        print(json.dumps(n))
+    """, env, scratch)
+    assert second["launches"] >= 1
+    assert sorted(p.name for p in cache.rglob("*.cubin")) == cubins  # found: nothing new built

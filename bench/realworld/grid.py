@@ -86,6 +86,7 @@ def _compile_on_meta(job: dict, emit, timeout: int) -> int:
     from profd.harness.target import load_target
 
     P._pretend(job["meta"]["target"])
+    P._meta_reads()
     P._compile_only({"launches": 0, "compiles": 0})
     for v in job["variants"]:
         rec = {"variant": v["id"], "knobs": v["knobs"]}
